@@ -1,0 +1,370 @@
+"""The ``aesr-sci`` command line: thin commands over the Python API.
+
+Heavy libraries (torch, nibabel, rasterio) are imported inside each command so that
+``aesr-sci --help`` and ``aesr-sci --version`` answer at once. Results go to stdout, messages to
+stderr. A user's mistake (any :class:`aesr_sci.errors.AesrError`) prints one line and exits with
+status 2, with no traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import AesrError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 2
+
+
+def _user_errors(func: F) -> F:
+    """Turn AesrError (and a few builtin user mistakes) into one line on stderr and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except AesrError as exc:
+            msg = str(exc).strip() or type(exc).__name__
+            click.echo(f"Error: {msg}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def _parse_scale(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    """``2`` -> 2, ``1,1,4`` -> (1, 1, 4)."""
+    if value is None:
+        return None
+    try:
+        parts = [float(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or a comma-separated list like 1,1,4") from None
+    if not parts:
+        raise click.BadParameter("give a number or a comma-separated list like 1,1,4")
+    parts_out = [int(p) if p.is_integer() else p for p in parts]
+    return parts_out[0] if len(parts_out) == 1 else tuple(parts_out)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="aesr-sci")
+@click.option("-v", "--verbose", count=True, help="More log messages (repeat for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Learned super-resolution for NIfTI volumes and GeoTIFF rasters.
+
+    Spatial metadata (affine, CRS, transform, nodata, band names, dtype) is kept exactly from
+    input to output. Run 'aesr-sci COMMAND --help' for the options of each command.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["quiet"] = quiet
+    _setup_logging(verbose, quiet)
+
+
+# --------------------------------------------------------------------------------------- info
+@main.command(short_help="Print shape, dtype, grid and CRS of a NIfTI or GeoTIFF.")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+@_user_errors
+def info(path: str, as_json: bool) -> None:
+    """Print what 'gdalinfo' or 'nib-ls' would tell about PATH.
+
+    Shape, dtype, voxel or pixel size, orientation or CRS, bounds, nodata and band names, for
+    NIfTI (.nii, .nii.gz) and GeoTIFF (.tif, .tiff) alike.
+
+    \b
+    Example:
+      aesr-sci info scan.nii.gz
+      aesr-sci info tile.tif --json
+    """
+    from .io import format_info
+    from .io import info as info_api
+
+    result = info_api(path)
+    click.echo(json.dumps(result, indent=2) if as_json else format_info(result))
+
+
+# ------------------------------------------------------------------------------------ degrade
+@main.command(short_help="Make a realistic low-resolution twin of an image.")
+@click.argument("input", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--scale", required=True, callback=_parse_scale, help="Factor, e.g. 2, or per axis, e.g. 1,1,4.")
+@click.option(
+    "--method",
+    type=click.Choice(["kspace", "slice", "gaussian", "area", "bicubic"]),
+    default="gaussian",
+    show_default=True,
+    help="Degradation model (see the docs' degradation section).",
+)
+@click.option("--sigma", type=float, default=None, help="gaussian: blur sigma in high-resolution pixels.")
+@click.option("--gap", type=float, default=0.0, show_default=True, help="slice: gap between slices, in slices.")
+@click.option(
+    "--noise", type=float, default=0.0, show_default=True, help="Noise level as a fraction of the data range."
+)
+@click.option("--seed", type=int, default=None, help="Random seed for the noise.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_user_errors
+def degrade(
+    input: str,
+    output: str,
+    scale: Any,
+    method: str,
+    sigma: float | None,
+    gap: float,
+    noise: float,
+    seed: int | None,
+    overwrite: bool,
+) -> None:
+    """Degrade INPUT by SCALE and write the low-resolution OUTPUT with its correct geometry.
+
+    'kspace' keeps the centre of k-space (MRI; the first voxel centre stays put); 'slice' applies
+    a Gaussian slice profile along the scaled axis then decimates (thick-slice MRI); 'gaussian'
+    blurs each band to a sensor-like MTF and takes block means (satellite); 'area' and 'bicubic'
+    are simple references. The method is recorded in the output's provenance.
+
+    \b
+    Example:
+      aesr-sci degrade t1.nii.gz t1_x2.nii.gz --scale 2 --method kspace
+      aesr-sci degrade s2.tif s2_x4.tif --scale 4 --method gaussian
+    """
+    from .data.degrade import degrade as degrade_api
+    from .fileutil import check_output
+    from .io import read, write
+
+    check_output(output, overwrite=overwrite)
+    params: dict[str, Any] = {}
+    if sigma is not None:
+        params["sigma"] = sigma
+    if method == "slice":
+        params["gap"] = gap
+    lq = degrade_api(read(input), scale=scale, method=method, noise=noise, seed=seed, **params)
+    write(lq, output, overwrite=overwrite)
+    click.echo(f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {scale})", err=True)
+
+
+# -------------------------------------------------------------------------------------- train
+@main.command(short_help="Train a model from a YAML recipe.")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key; VALUE is parsed as YAML (repeatable).",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
+@click.option("--check", is_flag=True, help="Validate the recipe and the data, then stop.")
+@click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out directory, replacing its contents.")
+@click.pass_context
+@_user_errors
+def train(
+    ctx: click.Context,
+    recipe: str,
+    overrides: tuple[str, ...],
+    out_dir: str | None,
+    resume: bool,
+    device: str | None,
+    check: bool,
+    overwrite: bool,
+) -> None:
+    """Train the network described by RECIPE and write the model to the run directory.
+
+    The recipe is validated first (unknown keys, wrong types, patch sizes that the scale does not
+    divide): one line per problem. Training runs on CUDA with mixed precision when available,
+    otherwise on all CPU cores, stops cleanly at train.max_minutes, and keeps the best model.
+
+    \b
+    Example:
+      aesr-sci train recipes/mri_x2.yaml
+      aesr-sci train recipes/sentinel2_x2.yaml --set 'data.paths=[s2/*.tif]' --set train.max_minutes=10
+    """
+    from .recipe import load_recipe
+    from .train import check_data, train as train_api
+
+    cfg = load_recipe(recipe, overrides=list(overrides))
+    if check:
+        summary = check_data(cfg)
+        click.echo(f"{recipe}: recipe is valid; {summary}")
+        return
+    result = train_api(
+        cfg,
+        out_dir=out_dir,
+        resume=resume,
+        device=device,
+        overwrite=overwrite,
+        progress=not ctx.obj["quiet"],
+    )
+    click.echo(result.summary())
+
+
+# ------------------------------------------------------------------------------------ upscale
+@main.command(short_help="Super-resolve NIfTI or GeoTIFF files with a trained model.")
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--patch-size", callback=_parse_scale, default=None, help="Window size in input voxels (default: the model's).")
+@click.option("--overlap", type=click.FloatRange(0, 0.95), default=0.25, show_default=True, help="Window overlap fraction.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Windows per forward pass.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
+@click.option("--tta", is_flag=True, help="Average over flips and in-plane rotations.")
+@click.option("--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input.")
+@click.option("--cog", is_flag=True, help="GeoTIFF: write a Cloud-Optimized GeoTIFF with overviews.")
+@click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.pass_context
+@_user_errors
+def upscale(
+    ctx: click.Context,
+    model: str,
+    paths: tuple[str, ...],
+    patch_size: Any,
+    overlap: float,
+    batch_size: int,
+    device: str | None,
+    tta: bool,
+    consistency: bool,
+    cog: bool,
+    overwrite: bool,
+) -> None:
+    """Upscale INPUT... into OUTPUT with MODEL (a training run directory or a model.json file).
+
+    The last path is the output: a file for one input, a directory for several inputs or an input
+    directory. Outputs keep their metadata (affine or transform, CRS, band names, nodata, dtype)
+    with the grid moved exactly as the model's degradation defines.
+
+    \b
+    Example:
+      aesr-sci upscale runs/mri_x2 t1_2mm.nii.gz t1_1mm.nii.gz
+      aesr-sci upscale runs/s2_x2 tiles/ tiles_x2/ --tta
+    """
+    from .infer import upscale_files
+
+    if len(paths) < 2:
+        raise click.UsageError("give at least one INPUT and an OUTPUT")
+    written = upscale_files(
+        model,
+        list(paths[:-1]),
+        paths[-1],
+        patch_size=patch_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        tta=tta,
+        consistency=consistency,
+        cog=cog,
+        overwrite=overwrite,
+        progress=not ctx.obj["quiet"],
+    )
+    for path in written:
+        click.echo(str(path))
+
+
+# ----------------------------------------------------------------------------------- evaluate
+@main.command(short_help="Compare a model with interpolation baselines on high-resolution files.")
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None, help="Write results as JSON.")
+@click.option("--figures", type=click.Path(file_okay=False, path_type=str), default=None, help="Write PNG panels here.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace the JSON file or figures if they exist.")
+@click.pass_context
+@_user_errors
+def evaluate(
+    ctx: click.Context,
+    model: str,
+    paths: tuple[str, ...],
+    json_path: str | None,
+    figures: str | None,
+    device: str | None,
+    overwrite: bool,
+) -> None:
+    """Degrade each high-resolution file HR with the model's own degradation, upscale it, compare.
+
+    Prints masked PSNR and SSIM of the model and of nearest, linear, cubic (and, for k-space
+    models, zero-filled Fourier) interpolation, one row per file and a mean row.
+
+    \b
+    Example:
+      aesr-sci evaluate runs/mri_x2 held_out/*.nii.gz --json scores.json --figures figs/
+    """
+    from .metrics import evaluate as evaluate_api
+    from .metrics import format_table
+
+    report = evaluate_api(
+        model,
+        list(paths),
+        json_path=json_path,
+        figures=figures,
+        device=device,
+        overwrite=overwrite,
+        progress=not ctx.obj["quiet"],
+    )
+    click.echo(format_table(report))
+
+
+# ------------------------------------------------------------------------------------- models
+@main.command(short_help="List the networks with parameters and compute per output voxel.")
+@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="3", show_default=True)
+@click.option("--channels", type=click.IntRange(1), default=1, show_default=True, help="Input and output channels.")
+@click.option("--scale", callback=_parse_scale, default="2", show_default=True, help="Scale factor.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_user_errors
+def models(spatial_dims: str, channels: int, scale: Any, as_json: bool) -> None:
+    """List the registered networks for one configuration.
+
+    \b
+    Example:
+      aesr-sci models --spatial-dims 2 --channels 6 --scale 4
+    """
+    from .nets import describe_models
+
+    rows = describe_models(spatial_dims=int(spatial_dims), in_channels=channels, scale=scale)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'name':<12} {'parameters':>12} {'MAC/out voxel':>14}  description")
+    for r in rows:
+        click.echo(f"{r['name']:<12} {r['parameters']:>12,} {r['macs_per_output_voxel']:>14,.0f}  {r['description']}")
+
+
+# ------------------------------------------------------------------------------------- export
+@main.command(short_help="Export a trained model to TorchScript or ONNX.")
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default=None, help="Default: from OUTPUT's extension (.onnx, .pt).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_user_errors
+def export(model: str, output: str, fmt: str | None, overwrite: bool) -> None:
+    """Export MODEL's network to OUTPUT for use outside Python, and check it matches PyTorch.
+
+    \b
+    Example:
+      aesr-sci export runs/mri_x2 mri_x2.onnx
+    """
+    from .checkpoint import load_model
+    from .nets.export import export_model
+
+    loaded = load_model(model)
+    report = export_model(loaded.network, output, fmt=fmt, example_shape=loaded.example_shape(), overwrite=overwrite)
+    click.echo(f"wrote {output} (max difference from PyTorch: {report['max_abs_diff']:.2e})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

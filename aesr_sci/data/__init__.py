@@ -1,0 +1,1 @@
+"""Degradation models, intensity normalisation and the shared patch sampler."""

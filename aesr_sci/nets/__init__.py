@@ -1,0 +1,1 @@
+"""The autoencoder family of super-resolution networks and its registry."""
