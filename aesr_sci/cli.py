@@ -105,7 +105,9 @@ def info(path: str, as_json: bool) -> None:
 @main.command(short_help="Make a realistic low-resolution twin of an image.")
 @click.argument("input", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--scale", required=True, callback=_parse_scale, help="Factor, e.g. 2, or per axis, e.g. 1,1,4.")
+@click.option(
+    "--scale", required=True, callback=_parse_scale, help="Factor, e.g. 2, or per axis, e.g. 1,1,4."
+)
 @click.option(
     "--method",
     type=click.Choice(["kspace", "slice", "gaussian", "area", "bicubic"]),
@@ -114,7 +116,9 @@ def info(path: str, as_json: bool) -> None:
     help="Degradation model (see the docs' degradation section).",
 )
 @click.option("--sigma", type=float, default=None, help="gaussian: blur sigma in high-resolution pixels.")
-@click.option("--gap", type=float, default=0.0, show_default=True, help="slice: gap between slices, in slices.")
+@click.option(
+    "--gap", type=float, default=0.0, show_default=True, help="slice: gap between slices, in slices."
+)
 @click.option(
     "--noise", type=float, default=0.0, show_default=True, help="Noise level as a fraction of the data range."
 )
@@ -169,7 +173,9 @@ def degrade(
     metavar="KEY=VALUE",
     help="Override a recipe key; VALUE is parsed as YAML (repeatable).",
 )
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None, help="Run directory.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None, help="Run directory."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
 @click.option("--check", is_flag=True, help="Validate the recipe and the data, then stop.")
@@ -198,7 +204,8 @@ def train(
       aesr-sci train recipes/sentinel2_x2.yaml --set 'data.paths=[s2/*.tif]' --set train.max_minutes=10
     """
     from .recipe import load_recipe
-    from .train import check_data, train as train_api
+    from .train import check_data
+    from .train import train as train_api
 
     cfg = load_recipe(recipe, overrides=list(overrides))
     if check:
@@ -220,12 +227,27 @@ def train(
 @main.command(short_help="Super-resolve NIfTI or GeoTIFF files with a trained model.")
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--patch-size", callback=_parse_scale, default=None, help="Window size in input voxels (default: the model's).")
-@click.option("--overlap", type=click.FloatRange(0, 0.95), default=0.25, show_default=True, help="Window overlap fraction.")
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Windows per forward pass.")
+@click.option(
+    "--patch-size",
+    callback=_parse_scale,
+    default=None,
+    help="Window size in input voxels (default: the model's).",
+)
+@click.option(
+    "--overlap",
+    type=click.FloatRange(0, 0.95),
+    default=0.25,
+    show_default=True,
+    help="Window overlap fraction.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Windows per forward pass."
+)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
 @click.option("--tta", is_flag=True, help="Average over flips and in-plane rotations.")
-@click.option("--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input.")
+@click.option(
+    "--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input."
+)
 @click.option("--cog", is_flag=True, help="GeoTIFF: write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.pass_context
@@ -280,8 +302,16 @@ def upscale(
 @main.command(short_help="Compare a model with interpolation baselines on high-resolution files.")
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=str), default=None, help="Write results as JSON.")
-@click.option("--figures", type=click.Path(file_okay=False, path_type=str), default=None, help="Write PNG panels here.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Write results as JSON.",
+)
+@click.option(
+    "--figures", type=click.Path(file_okay=False, path_type=str), default=None, help="Write PNG panels here."
+)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON file or figures if they exist.")
 @click.pass_context
@@ -322,7 +352,9 @@ def evaluate(
 # ------------------------------------------------------------------------------------- models
 @main.command(short_help="List the networks with parameters and compute per output voxel.")
 @click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="3", show_default=True)
-@click.option("--channels", type=click.IntRange(1), default=1, show_default=True, help="Input and output channels.")
+@click.option(
+    "--channels", type=click.IntRange(1), default=1, show_default=True, help="Input and output channels."
+)
 @click.option("--scale", callback=_parse_scale, default="2", show_default=True, help="Scale factor.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_user_errors
@@ -341,14 +373,43 @@ def models(spatial_dims: str, channels: int, scale: Any, as_json: bool) -> None:
         return
     click.echo(f"{'name':<12} {'parameters':>12} {'MAC/out voxel':>14}  description")
     for r in rows:
-        click.echo(f"{r['name']:<12} {r['parameters']:>12,} {r['macs_per_output_voxel']:>14,.0f}  {r['description']}")
+        click.echo(
+            f"{r['name']:<12} {r['parameters']:>12,} {r['macs_per_output_voxel']:>14,.0f}  {r['description']}"
+        )
+
+
+# ------------------------------------------------------------------------------------- sample
+@main.command(short_help="Print the paths of the default sample (MNI152 T1, no download).")
+@click.option("--split", type=click.Choice(["train", "val", "all"]), default="all", show_default=True)
+@_user_errors
+def sample(split: str) -> None:
+    """Print the default sample's NIfTI paths, writing them on first use.
+
+    The sample is the MNI152 T1 template carried inside nilearn's wheel, cut into a training slab
+    and a validation slab that share no voxels. 'recipes/mri_x2.yaml' trains on it when no
+    data.paths are given.
+
+    \b
+    Example:
+      aesr-sci evaluate runs/mri_x2 $(aesr-sci sample --split val)
+    """
+    from .data.sample import sample_paths
+
+    for path in sample_paths(split):
+        click.echo(path)
 
 
 # ------------------------------------------------------------------------------------- export
 @main.command(short_help="Export a trained model to TorchScript or ONNX.")
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default=None, help="Default: from OUTPUT's extension (.onnx, .pt).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "torchscript"]),
+    default=None,
+    help="Default: from OUTPUT's extension (.onnx, .pt).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @_user_errors
 def export(model: str, output: str, fmt: str | None, overwrite: bool) -> None:
@@ -362,7 +423,9 @@ def export(model: str, output: str, fmt: str | None, overwrite: bool) -> None:
     from .nets.export import export_model
 
     loaded = load_model(model)
-    report = export_model(loaded.network, output, fmt=fmt, example_shape=loaded.example_shape(), overwrite=overwrite)
+    report = export_model(
+        loaded.network, output, fmt=fmt, example_shape=loaded.example_shape(), overwrite=overwrite
+    )
     click.echo(f"wrote {output} (max difference from PyTorch: {report['max_abs_diff']:.2e})")
 
 

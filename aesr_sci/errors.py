@@ -12,16 +12,16 @@ from __future__ import annotations
 
 __all__ = [
     "AesrError",
-    "FileReadError",
-    "FileFormatError",
-    "OutputExistsError",
-    "FileWriteError",
-    "DataError",
-    "RecipeError",
-    "ModelError",
-    "MismatchError",
-    "NoCRSWarning",
     "AesrWarning",
+    "DataError",
+    "FileFormatError",
+    "FileReadError",
+    "FileWriteError",
+    "MismatchError",
+    "ModelError",
+    "NoCRSWarning",
+    "OutputExistsError",
+    "RecipeError",
 ]
 
 

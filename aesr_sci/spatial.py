@@ -31,14 +31,14 @@ import numpy as np
 from .errors import DataError
 
 __all__ = [
-    "Convention",
     "CONVENTIONS",
-    "SpatialMeta",
+    "Convention",
     "Image",
+    "SpatialMeta",
     "as_scale",
+    "voxel_to_world",
     "zoom_affine",
     "zoomed_shape",
-    "voxel_to_world",
 ]
 
 Convention = Literal["fov", "origin"]
@@ -83,9 +83,7 @@ def as_scale(scale: float | Sequence[float], spatial_dims: int, *, name: str = "
     return factors
 
 
-def zoom_affine(
-    affine: np.ndarray, zoom: float | Sequence[float], *, convention: Convention
-) -> np.ndarray:
+def zoom_affine(affine: np.ndarray, zoom: float | Sequence[float], *, convention: Convention) -> np.ndarray:
     """Return the affine of a grid resampled by ``zoom`` (new voxel count / old voxel count per axis).
 
     ``zoom > 1`` makes voxels smaller (super-resolution), ``zoom < 1`` larger (degradation). The
@@ -145,7 +143,7 @@ def zoomed_shape(shape: Sequence[int], zoom: float | Sequence[float]) -> tuple[i
                 f"a spatial size of {n} cannot be resampled by {z:g}: "
                 f"crop the image to a multiple of {1 / z:g} voxels first"
             )
-        out.append(int(round(m)))
+        out.append(round(m))
     return tuple(out)
 
 

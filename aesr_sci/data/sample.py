@@ -1,0 +1,108 @@
+"""The default sample: the MNI152 T1 template that ships inside nilearn's wheel. No download.
+
+The template is one volume, so to keep validation honest (never scored on voxels it trained on) it
+is cut into two non-overlapping slabs along the superior-inferior axis, written as two NIfTI files
+with their exact affines: the lower 60 % (cerebellum, brainstem, temporal lobes, basal ganglia) for
+training and the upper 40 % (cortex, ventricles' roofs) for validation. Real experiments should use
+files split by subject, as the recipes for ``../shared/data`` do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FileReadError
+
+__all__ = ["sample_dir", "sample_paths"]
+
+log = logging.getLogger(__name__)
+
+_VERSION = "v1"
+_TRAIN_FRACTION = 0.6
+
+
+def sample_dir() -> Path:
+    """Where the sample files are cached (``$AESR_SCI_CACHE`` or ``~/.cache/aesr-sci``)."""
+    root = os.environ.get("AESR_SCI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "aesr-sci"
+    )
+    return Path(root) / f"sample-{_VERSION}"
+
+
+def sample_paths(split: str = "all") -> list[str]:
+    """Paths of the default sample files, written on first use from nilearn's bundled template.
+
+    Parameters
+    ----------
+    split
+        ``"train"``, ``"val"`` or ``"all"``.
+
+    Raises
+    ------
+    FileReadError
+        If nilearn is not installed (``pip install 'aesr-sci[sample]'``).
+
+    Examples
+    --------
+    >>> train, = sample_paths("train")  # doctest: +SKIP
+    """
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be train, val or all (got {split!r})")
+    directory = sample_dir()
+    names = {"train": "mni152_t1_inferior.nii.gz", "val": "mni152_t1_superior.nii.gz"}
+    paths = {k: directory / v for k, v in names.items()}
+    if not all(p.is_file() for p in paths.values()):
+        _write_sample(directory, paths)
+    chosen = ["train", "val"] if split == "all" else [split]
+    return [str(paths[k]) for k in chosen]
+
+
+def _write_sample(directory: Path, paths: dict[str, Path]) -> None:
+    try:
+        from nilearn.datasets import load_mni152_template
+    except ImportError:
+        raise FileReadError(
+            "the default sample needs nilearn, which carries the MNI152 template: "
+            "pip install 'aesr-sci[sample]' (or give data.paths in the recipe)"
+        ) from None
+    from ..io import write
+    from ..spatial import Image, SpatialMeta
+
+    img = load_mni152_template(resolution=1)
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    affine = np.asarray(img.affine, dtype=np.float64)
+    # the superior-inferior axis: the voxel axis whose column points most along world z
+    axis = int(np.argmax(np.abs(affine[2, :3])))
+    n = data.shape[axis]
+    cut = round(n * _TRAIN_FRACTION)
+    directory.mkdir(parents=True, exist_ok=True)
+    inferior_first = affine[2, axis] > 0
+    pieces = (
+        {"train": (0, cut), "val": (cut, n)}
+        if inferior_first
+        else {"train": (n - cut, n), "val": (0, n - cut)}
+    )
+    for key, (start, stop) in pieces.items():
+        index = [slice(None)] * 3
+        index[axis] = slice(start, stop)
+        shift = np.zeros(4)
+        shift[axis] = start
+        shift[3] = 1.0
+        piece_affine = affine.copy()
+        piece_affine[:3, 3] = affine[:3, :] @ shift
+        meta = SpatialMeta(
+            piece_affine,
+            dtype="float32",
+            format="nifti",
+            provenance={
+                "source": "MNI152 T1 template (nilearn, load_mni152_template(resolution=1))",
+                "slab": f"voxels {start}:{stop} along axis {axis}",
+            },
+        )
+        image = Image(np.ascontiguousarray(data[tuple(index)])[np.newaxis], meta)
+        write(image, paths[key], overwrite=True)
+    log.info("wrote the default sample to %s", directory)

@@ -1,0 +1,417 @@
+"""Recipes: one plain YAML file per experiment, validated by a strict schema.
+
+A recipe has three sections, ``data``, ``model`` and ``train`` (plus an optional ``name`` and
+``gpu`` overrides). Unknown keys, wrong types and inconsistent values are rejected with one line per
+problem naming the file and the key::
+
+    recipes/mri_x2.yaml: train.batch_size: must be > 0 (got -4)
+
+Overrides (``--set key=value``) are applied to the raw YAML before validation; values are parsed as
+YAML, so ``--set data.paths=[a.nii.gz,b.nii.gz]`` and ``--set train.max_minutes=3`` both work.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import RecipeError
+
+__all__ = ["DataSection", "ModelSection", "Recipe", "TrainSection", "load_recipe", "parse_override"]
+
+DEGRADATION_METHODS = ("kspace", "slice", "gaussian", "area", "bicubic")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DegradationSection(_Strict):
+    """How low-resolution training inputs are made from the high-resolution files."""
+
+    method: Literal["kspace", "slice", "gaussian", "area", "bicubic"] = Field(
+        description="Degradation model: kspace (MRI), slice (thick-slice MRI), gaussian (satellite), area, bicubic."
+    )
+    sigma: float | list[float] | None = Field(
+        default=None, description="gaussian: blur sigma in high-resolution pixels (one, or one per band)."
+    )
+    sigma_jitter: float = Field(
+        default=0.0, ge=0, lt=1, description="gaussian: randomise sigma by +-this fraction."
+    )
+    fwhm: float | None = Field(
+        default=None, gt=0, description="slice: profile FWHM in high-resolution voxels."
+    )
+    gap: float = Field(
+        default=0.0, ge=0, lt=1, description="slice: gap between slices, as a fraction of a slice."
+    )
+    noise: float = Field(
+        default=0.0, ge=0, description="Noise level, a fraction of the robust intensity range."
+    )
+    noise_kind: Literal["rician", "gaussian"] | None = Field(
+        default=None, description="rician (magnitude MRI) or gaussian; default from the method."
+    )
+
+    def params(self) -> dict[str, Any]:
+        """Parameters for :class:`aesr_sci.data.degrade.Degradation` (noise excluded)."""
+        out: dict[str, Any] = {}
+        if self.sigma is not None:
+            out["sigma"] = self.sigma
+        if self.sigma_jitter:
+            out["sigma_jitter"] = self.sigma_jitter
+        if self.fwhm is not None:
+            out["fwhm"] = self.fwhm
+        if self.method == "slice":
+            out["gap"] = self.gap
+        return out
+
+
+class NormalizationSection(_Strict):
+    """Reversible intensity normalisation, fitted per file (stored in the model)."""
+
+    method: Literal["percentile", "fixed", "none"] = "percentile"
+    low: float = Field(default=0.5, ge=0, le=100, description="percentile: lower percentile mapped to 0.")
+    high: float = Field(default=99.5, ge=0, le=100, description="percentile: upper percentile mapped to 1.")
+    per_channel: bool = Field(default=True, description="percentile: separate statistics per band.")
+    scale: float = Field(default=1.0, description="fixed: multiply by this (1e-4 for reflectance x 10000).")
+    offset: float = Field(default=0.0, description="fixed: then add this.")
+
+    @model_validator(mode="after")
+    def _order(self) -> NormalizationSection:
+        if self.method == "percentile" and self.low >= self.high:
+            raise ValueError(f"low: must be below high ({self.high}) (got {self.low})")
+        return self
+
+
+class DataSection(_Strict):
+    """Which files to train on and how patches are cut from them."""
+
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Files or glob patterns (NIfTI or GeoTIFF). Empty: the default sample (MNI152 T1 from nilearn).",
+    )
+    val_paths: list[str] = Field(
+        default_factory=list,
+        description="Validation files; empty: hold out val_fraction of the files (by file).",
+    )
+    val_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Fraction of files held out for validation."
+    )
+    spatial_dims: Literal[2, 3] = Field(
+        default=3, description="3: volume patches; 2: raster patches or volume slices."
+    )
+    slice_axis: int | None = Field(
+        default=None, description="2D from volumes: the axis slices are taken along."
+    )
+    scale: int | list[int] = Field(
+        description="Upscaling factor, one number or one per spatial axis, e.g. [1, 1, 4]."
+    )
+    patch_size: int | list[int] = Field(description="High-resolution patch size, divisible by the scale.")
+    degradation: DegradationSection
+    normalization: NormalizationSection = Field(default_factory=NormalizationSection)
+    channels: int | None = Field(
+        default=None, gt=0, description="Expected band count; default: from the data."
+    )
+    min_valid: float = Field(
+        default=0.3, ge=0, le=1, description="Minimum foreground/valid fraction of a patch."
+    )
+    samples_per_epoch: int = Field(default=1024, gt=0, description="Random patches per epoch.")
+    augment: bool = Field(default=True, description="Flips and 90-degree rotations within isotropic planes.")
+
+    @field_validator("scale", "patch_size")
+    @classmethod
+    def _positive(cls, v: int | list[int]) -> int | list[int]:
+        values = [v] if isinstance(v, int) else v
+        if not values or any(x < 1 for x in values):
+            raise ValueError(f"must be positive integers (got {v})")
+        return v
+
+    def scale_tuple(self) -> tuple[int, ...]:
+        s = self.scale
+        return tuple([s] * self.spatial_dims if isinstance(s, int) else s)
+
+    def patch_tuple(self) -> tuple[int, ...]:
+        p = self.patch_size
+        return tuple([p] * self.spatial_dims if isinstance(p, int) else p)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        problems = []
+        for key, value in (("scale", self.scale), ("patch_size", self.patch_size)):
+            if isinstance(value, list) and len(value) != self.spatial_dims:
+                problems.append(
+                    f"{key}: has {len(value)} axes but spatial_dims is {self.spatial_dims} (got {value})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        scale, patch = self.scale_tuple(), self.patch_tuple()
+        bad = [(p, s) for p, s in zip(patch, scale) if p % s]
+        if bad:
+            raise ValueError(
+                f"patch_size: {list(patch)} is not divisible by the scale {list(scale)}; "
+                f"use multiples of the scale, e.g. {[max(s, p - p % s) for p, s in zip(patch, scale)]}"
+            )
+        if max(scale) < 2:
+            raise ValueError(f"scale: must be at least 2 along one axis (got {list(scale)})")
+        if self.degradation.method == "slice" and sum(s > 1 for s in scale) != 1:
+            raise ValueError(
+                f"scale: the slice degradation scales exactly one axis, e.g. [1, 1, 4] (got {list(scale)})"
+            )
+        return self
+
+
+class ModelSection(BaseModel):
+    """The network: ``name`` plus that network's own arguments (checked by the network registry)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(default="residual", description="seed, residual, multiscale, attention or gan.")
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class AdversarialSection(_Strict):
+    """Adversarial training, used when ``model.name`` is ``gan``."""
+
+    weight: float = Field(
+        default=5e-3, ge=0, description="Weight of the adversarial loss against the content loss."
+    )
+    lr: float = Field(default=1e-4, gt=0, description="Discriminator learning rate.")
+    start_fraction: float = Field(
+        default=0.3,
+        ge=0,
+        lt=1,
+        description="Fraction of training spent on content loss only before the GAN starts.",
+    )
+
+
+class TrainSection(_Strict):
+    """Optimisation, budget, validation and checkpoints."""
+
+    batch_size: int = Field(default=4, gt=0)
+    lr: float = Field(
+        default=5e-4, gt=0, description="Learning rate (Adam), cosine-decayed to 1% over training."
+    )
+    weight_decay: float = Field(default=0.0, ge=0)
+    loss: Literal["l1", "mse", "charbonnier"] = "l1"
+    max_steps: int = Field(default=2000, gt=0, description="Optimisation steps at most.")
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="Wall-clock budget: training stops cleanly and keeps the best model."
+    )
+    val_every: int = Field(default=200, gt=0, description="Validate (and checkpoint) every N steps.")
+    val_max_files: int = Field(default=4, gt=0, description="At most this many validation files are scored.")
+    seed: int = 0
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    amp: bool | Literal["auto"] = Field(default="auto", description="Mixed precision: auto = on for CUDA.")
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    adversarial: AdversarialSection = Field(default_factory=AdversarialSection)
+    inference_patch: int | list[int] | None = Field(
+        default=None,
+        description="Sliding-window size (low-resolution voxels) used for validation and by default at inference.",
+    )
+
+
+class GpuSection(_Strict):
+    """Values used instead of the ones above when training on CUDA (larger batches and patches)."""
+
+    batch_size: int | None = Field(default=None, gt=0)
+    patch_size: int | list[int] | None = None
+    lr: float | None = Field(default=None, gt=0)
+    max_steps: int | None = Field(default=None, gt=0)
+
+
+class Recipe(_Strict):
+    """A validated recipe. Build it with :func:`load_recipe`."""
+
+    name: str = "run"
+    data: DataSection
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    gpu: GpuSection = Field(default_factory=GpuSection)
+    source: str | None = Field(
+        default=None, description="Where the recipe was read from (set by load_recipe)."
+    )
+
+    def for_device(self, device_type: str) -> Recipe:
+        """The recipe with the ``gpu`` section applied when ``device_type`` is ``cuda``."""
+        if device_type != "cuda":
+            return self
+        raw = self.model_dump()
+        g = self.gpu
+        for section, key, value in (
+            ("train", "batch_size", g.batch_size),
+            ("data", "patch_size", g.patch_size),
+            ("train", "lr", g.lr),
+            ("train", "max_steps", g.max_steps),
+        ):
+            if value is not None:
+                raw[section][key] = value
+        return _validate(raw, self.source or "recipe")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into a key path and a YAML-parsed value.
+
+    Examples
+    --------
+    >>> parse_override("data.paths=[a.nii.gz, b.nii.gz]")
+    (['data', 'paths'], ['a.nii.gz', 'b.nii.gz'])
+    >>> parse_override("train.max_minutes=3")
+    (['train', 'max_minutes'], 3)
+    """
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.max_minutes=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise RecipeError(
+            f"--set {key}: the value {value!r} is not valid YAML ({_yaml_reason(exc)})"
+        ) from None
+    return key.split("."), parsed
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)
+
+
+def _known_keys(path: list[str]) -> list[str]:
+    model: type[BaseModel] | None = Recipe
+    for part in path:
+        if model is None:
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if model is None or model is ModelSection:
+        return []
+    return list(model.model_fields)
+
+
+def _apply_override(raw: dict[str, Any], path: list[str], value: Any, source: str) -> None:
+    node = raw
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"{source}: --set {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
+        # pydantic adds union branch names (int, list[int]) to the location; drop them
+        loc = [p for p in loc if p not in {"int", "float", "list[int]", "list[float]", "bool", "str", "none"}]
+        key = ".".join(loc) or "(top level)"
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            parent = loc[:-1]
+            known = _known_keys(parent)
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = (
+                f"; did you mean '{close[0]}'?"
+                if close
+                else (f"; known keys: {', '.join(known)}" if known else "")
+            )
+            lines.append(f"{source}: {key}: unknown key{hint}")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"{source}: {key}: required but missing")
+            continue
+        msg = err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        if err["type"].startswith("greater_than") or err["type"].startswith("less_than"):
+            msg = msg.replace("Input should be", "must be")
+        if isinstance(value, dict):  # a cross-field rule of a section: the message names the key
+            for part in msg.split("; ") if msg.count(": ") > 1 and "; " in msg else [msg]:
+                lines.append(f"{source}: {key + '.' if loc else ''}{part}")
+            continue
+        lines.append(f"{source}: {key}: {msg} (got {value!r})")
+    # the same problem can be reported once per union branch; keep order, drop repeats
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _validate(raw: Any, source: str) -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping with data, model and train sections")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_format_errors(exc, source)) from None
+
+
+def load_recipe(
+    recipe: str | os.PathLike[str] | dict[str, Any] | Recipe, *, overrides: Sequence[str] = ()
+) -> Recipe:
+    """Read, override and validate a recipe.
+
+    Parameters
+    ----------
+    recipe
+        A YAML file, an already parsed mapping, or a :class:`Recipe`.
+    overrides
+        ``KEY=VALUE`` strings; values are parsed as YAML.
+
+    Returns
+    -------
+    Recipe
+        The validated recipe, with relative data paths resolved against the current directory.
+
+    Raises
+    ------
+    RecipeError
+        One line per problem, naming the file and the key.
+
+    Examples
+    --------
+    >>> r = load_recipe({"data": {"scale": 2, "patch_size": 32, "degradation": {"method": "kspace"}}},
+    ...                 overrides=["train.max_steps=10"])
+    >>> r.train.max_steps, r.data.scale_tuple()
+    (10, (2, 2, 2))
+    """
+    if isinstance(recipe, Recipe):
+        if not overrides:
+            return recipe
+        raw, source = recipe.model_dump(), recipe.source or "recipe"
+    elif isinstance(recipe, dict):
+        raw, source = copy.deepcopy(recipe), "recipe"
+    else:
+        path = Path(recipe)
+        source = str(recipe)
+        if not path.is_file():
+            raise RecipeError(f"{source}: no such recipe file (see the recipes/ folder for examples)")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{source}: not valid YAML ({_yaml_reason(exc)})") from None
+        except UnicodeDecodeError:
+            raise RecipeError(f"{source}: not a text file") from None
+        if raw is None:
+            raise RecipeError(f"{source}: the recipe is empty")
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping with data, model and train sections")
+    raw.pop("source", None)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply_override(raw, keys, value, source)
+    recipe_obj = _validate(raw, source)
+    return recipe_obj.model_copy(update={"source": source})

@@ -1,0 +1,727 @@
+"""The training engine behind ``aesr-sci train RECIPE``.
+
+One run directory holds everything about an experiment::
+
+    runs/mri_x2/
+      recipe.yaml          the resolved recipe (after --set overrides, paths expanded)
+      run.json             package version, git commit, device, train/validation files
+      log.csv              step, learning rate, loss, validation PSNR/SSIM, baseline PSNR, time
+      model/model.json     what inference needs (network, scale, degradation, normalisation...)
+      model/model.safetensors   the best weights (by validation PSNR)
+      state.json, state.safetensors   the last checkpoint, for --resume
+
+Determinism: the patch drawn for global sample ``g`` depends only on the seed and ``g``, and the
+learning rate only on the step, so an interrupted run resumed with ``--resume`` reaches the same
+weights as an uninterrupted one (on the same device and thread count). A wall-clock budget
+(``train.max_minutes``) fixes the number of steps once, after timing the first steps, and that
+number is stored in the checkpoint.
+
+Distributed training uses PyTorch's own launcher: ``torchrun --nproc_per_node N -m aesr_sci.cli
+train RECIPE``. Each rank draws its own share of the global sample indices, gradients are averaged
+by DistributedDataParallel, and rank 0 validates and writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from . import __version__
+from .checkpoint import load_state, save_model, save_state, write_json
+from .errors import DataError, OutputExistsError, RecipeError
+from .fileutil import atomic_output
+from .recipe import Recipe, load_recipe
+
+__all__ = ["train", "check_data", "check_data_files", "TrainResult", "resolve_files"]
+
+log = logging.getLogger(__name__)
+
+_RUN_FILES = ("recipe.yaml", "run.json", "log.csv", "state.json", "state.safetensors", "model")
+_LOG_FIELDS = [
+    "step",
+    "lr",
+    "loss",
+    "val_psnr",
+    "val_ssim",
+    "baseline",
+    "baseline_psnr",
+    "gain_db",
+    "elapsed_s",
+]
+
+
+# ------------------------------------------------------------------------------------ files
+def _expand(patterns: Sequence[str], key: str, source: str) -> list[str]:
+    files: list[str] = []
+    for pattern in patterns:
+        pattern = os.path.expanduser(str(pattern))
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        matches = [m for m in matches if os.path.isfile(m)]
+        if not matches:
+            what = "matches no file" if glob.has_magic(pattern) else "no such file"
+            raise RecipeError(f"{source}: {key}: {pattern!r} {what}")
+        files.extend(matches)
+    return list(dict.fromkeys(files))
+
+
+def resolve_files(recipe: Recipe) -> tuple[list[str], list[str]]:
+    """Training and validation files: globs expanded, the split made by file (never by patch).
+
+    With no ``data.paths`` the default sample is used (its own train and validation slabs).
+    """
+    source = recipe.source or "recipe"
+    d = recipe.data
+    if not d.paths:
+        from .data.sample import sample_paths
+
+        if d.val_paths:
+            raise RecipeError(f"{source}: data.val_paths needs data.paths as well")
+        return sample_paths("train"), sample_paths("val")
+    files = _expand(d.paths, "data.paths", source)
+    if d.val_paths:
+        val = _expand(d.val_paths, "data.val_paths", source)
+        train_files = [f for f in files if os.path.abspath(f) not in {os.path.abspath(v) for v in val}]
+        if not train_files:
+            raise RecipeError(
+                f"{source}: every file of data.paths is also in data.val_paths: nothing left to train on"
+            )
+        return train_files, val
+    if len(files) < 2:
+        raise RecipeError(
+            f"{source}: data.paths: validation holds out whole files, so give at least 2 files "
+            f"(got {len(files)}), or name validation files in data.val_paths"
+        )
+    n_val = min(len(files) - 1, max(1, round(d.val_fraction * len(files))))
+    order = np.random.default_rng(recipe.train.seed).permutation(len(files))
+    val = sorted(files[i] for i in order[:n_val])
+    return [f for f in files if f not in val], val
+
+
+def _degradation(recipe: Recipe) -> Any:
+    from .data.degrade import Degradation
+
+    d = recipe.data
+    return Degradation(method=d.degradation.method, scale=d.scale_tuple(), params=d.degradation.params())
+
+
+def _normalizer(recipe: Recipe) -> Any:
+    from .data.normalize import Normalizer
+
+    n = recipe.data.normalization
+    return Normalizer.from_dict(n.model_dump())
+
+
+def _dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int) -> Any:
+    from .data.sampler import PairDataset
+
+    d = recipe.data
+    noise_kind = d.degradation.noise_kind or (
+        "rician" if d.degradation.method in ("kspace", "slice") else "gaussian"
+    )
+    return PairDataset(
+        list(files),
+        spatial_dims=d.spatial_dims,
+        patch_size=d.patch_tuple(),
+        degradation=_degradation(recipe),
+        normalization=_normalizer(recipe),
+        mode=mode,
+        samples_per_epoch=d.samples_per_epoch,
+        min_valid=d.min_valid,
+        augment=d.augment and mode == "random",
+        noise=d.degradation.noise if mode == "random" else 0.0,
+        noise_kind=noise_kind,
+        slice_axis=d.slice_axis,
+        seed=seed,
+    )
+
+
+def check_data(recipe: Recipe | str) -> str:
+    """Validate the recipe's data (files exist, band counts agree, sizes fit the patch) and its model."""
+    recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
+    train_files, val_files = resolve_files(recipe)
+    summary = check_data_files(recipe, train_files, val_files)
+    channels = int(summary["channels"])
+    _build_network(recipe, channels)  # a wrong model name or argument fails here, before training
+    return f"{len(train_files)} training and {len(val_files)} validation file(s), {channels} channel(s)"
+
+
+def _build_network(recipe: Recipe, channels: int) -> torch.nn.Module:
+    from .nets import build_model
+
+    return build_model(
+        recipe.model.name,
+        spatial_dims=recipe.data.spatial_dims,
+        in_channels=channels,
+        scale=list(recipe.data.scale_tuple()),
+        convention=_degradation(recipe).convention,
+        **recipe.model.kwargs(),
+    )
+
+
+# --------------------------------------------------------------------------------- sampling
+class _GlobalIndex(Dataset):
+    """Maps a global sample index ``g`` to item ``g % N`` of epoch ``g // N`` of the base dataset."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.n = len(base)
+
+    def __len__(self) -> int:  # pragma: no cover - sampled by index only
+        return 2**62
+
+    def __getitem__(self, g: int) -> Any:
+        epoch, i = divmod(int(g), self.n)
+        self.base.set_epoch(epoch)
+        return self.base[i]
+
+
+class _StepSampler(Sampler[int]):
+    """Global sample indices for steps ``start..stop`` of this rank, batch by batch."""
+
+    def __init__(self, *, start: int, stop: int, batch_size: int, rank: int, world: int) -> None:
+        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start, self.stop):
+            first = (step * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.batch
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _lr_at(step: int, total: int, base: float) -> float:
+    """Linear warm-up over 2 % of the steps, then cosine decay to 1 % of ``base``."""
+    warm = max(1, int(0.02 * total))
+    if step < warm:
+        return base * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _content_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    diff = pred - gt
+    if kind == "l1":
+        err = diff.abs()
+    elif kind == "mse":
+        err = diff * diff
+    else:  # charbonnier
+        err = torch.sqrt(diff * diff + 1e-6)
+    weight = mask.expand_as(err)
+    return (err * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / "state.json").is_file():
+            raise OutputExistsError(f"nothing to resume in {out}: no state.json there (run without --resume)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"{out} is not empty: pass --resume to continue that run, --overwrite to start it again, "
+                "or choose another --out"
+            )
+        for name in _RUN_FILES:  # only what a run writes: never a user's other files
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class _ValItem:
+    path: str
+    lq: torch.Tensor  # (1, C, *S) normalised
+    gt: np.ndarray  # (C, *S*s) normalised
+    mask: np.ndarray  # (*S*s) bool
+    baseline: np.ndarray  # (C, *S*s)
+    data_range: float
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    steps: int
+    minutes: float
+    best_step: int | None
+    best: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+
+    def summary(self) -> str:
+        """One paragraph for the terminal."""
+        lines = [
+            f"model: {self.run_dir / 'model'}  ({self.steps} steps in {self.minutes:.1f} min on {self.device})"
+        ]
+        if self.best:
+            b = self.best
+            lines.append(
+                f"validation: model {b['val_psnr']:.2f} dB (SSIM {b['val_ssim']:.3f}) vs {b['baseline']} "
+                f"{b['baseline_psnr']:.2f} dB: {b['gain_db']:+.2f} dB (best at step {self.best_step})"
+            )
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ train
+def train(
+    recipe: Recipe | str | os.PathLike[str] | dict[str, Any],
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    overrides: Sequence[str] = (),
+) -> TrainResult:
+    """Train a super-resolution model from a recipe.
+
+    Parameters
+    ----------
+    recipe
+        A recipe file, mapping or :class:`~aesr_sci.recipe.Recipe`.
+    out_dir
+        Run directory (default ``runs/<recipe name>``).
+    resume
+        Continue the interrupted run in ``out_dir`` from its last checkpoint.
+    device
+        ``cpu``, ``cuda``, ``cuda:N``; default CUDA when available.
+    overwrite
+        Start again in a non-empty ``out_dir`` (only the files a run writes are removed).
+    progress
+        Show a progress bar.
+    overrides
+        ``KEY=VALUE`` recipe overrides.
+
+    Returns
+    -------
+    TrainResult
+        The run directory, the steps and time taken, and the best validation scores.
+
+    Raises
+    ------
+    RecipeError, DataError, OutputExistsError
+        Before training starts, for every problem found in the recipe, the data or the run directory.
+
+    Examples
+    --------
+    >>> result = train("recipes/mri_x2.yaml", overrides=["train.max_minutes=2"])  # doctest: +SKIP
+    >>> print(result.summary())  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    from .infer import predict, select_device
+
+    recipe = (
+        load_recipe(recipe, overrides=overrides) if overrides or not isinstance(recipe, Recipe) else recipe
+    )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    distributed = world > 1
+    dev = select_device(device)
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+    if dev.type == "cpu" and not distributed:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    recipe = recipe.for_device(dev.type)
+    t_cfg, d_cfg = recipe.train, recipe.data
+    out = Path(out_dir) if out_dir is not None else Path("runs") / recipe.name
+
+    # ---- everything that can be wrong is checked before any training
+    train_files, val_files = resolve_files(recipe)
+    summary = check_data_files(recipe, train_files, val_files)
+    channels = int(summary["channels"])
+    _build_network(recipe, channels)  # a wrong model name or argument fails before the run directory is made
+    if rank == 0:
+        _prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    if distributed:
+        torch.distributed.barrier()
+
+    torch.manual_seed(t_cfg.seed)
+    network = _build_network(recipe, channels)  # rebuilt after seeding: same init on every rank and run
+    train_set = _dataset(recipe, train_files, mode="random", seed=t_cfg.seed)
+    val_items = _validation_items(recipe, val_files[: t_cfg.val_max_files]) if rank == 0 else []
+
+    from .nets.gan import GANModel
+
+    is_gan = isinstance(network, GANModel)
+    generator = network.generator if is_gan else network
+    generator.to(dev)
+    if dev.type == "cuda" and d_cfg.spatial_dims == 2:
+        generator.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
+    modules: dict[str, torch.nn.Module] = {"generator": generator}
+    optimizers: dict[str, torch.optim.Optimizer] = {"generator": opt_g}
+    if is_gan:
+        disc = network.discriminator.to(dev)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=t_cfg.adversarial.lr, betas=(0.5, 0.999))
+        modules["discriminator"], optimizers["discriminator"] = disc, opt_d
+    train_net: torch.nn.Module = generator
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        train_net = DDP(generator, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if is_gan:
+            disc = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    use_amp = dev.type == "cuda" if t_cfg.amp == "auto" else bool(t_cfg.amp) and dev.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_step, total_steps, best_psnr, best_step, best = 0, t_cfg.max_steps, -math.inf, None, {}
+    elapsed_before = 0.0
+    if resume:
+        meta = load_state(out, modules=modules, optimizers=optimizers)
+        start_step, total_steps = int(meta["step"]), int(meta["total_steps"])
+        best_psnr = float(meta.get("best_psnr", -math.inf))
+        best_step, best = meta.get("best_step"), meta.get("best", {})
+        elapsed_before = float(meta.get("elapsed_s", 0.0))
+        log.info("resuming %s at step %d of %d", out, start_step, total_steps)
+    budget_s = t_cfg.max_minutes * 60.0 if t_cfg.max_minutes else None
+    budget_fixed = resume
+
+    if rank == 0 and not resume:
+        resolved = recipe.model_copy(
+            update={"data": d_cfg.model_copy(update={"paths": train_files, "val_paths": val_files})}
+        )
+        _write_text_atomic(out / "recipe.yaml", resolved.to_yaml())
+        write_json(
+            out / "run.json",
+            {
+                "aesr_sci_version": __version__,
+                "git_commit": _git_commit(),
+                "torch_version": torch.__version__,
+                "device": str(dev),
+                "world_size": world,
+                "recipe_source": recipe.source,
+                "train_files": train_files,
+                "val_files": val_files,
+                "channels": channels,
+            },
+        )
+    model_config = _model_config(recipe, network, channels, summary)
+
+    loader = DataLoader(
+        _GlobalIndex(train_set),
+        batch_size=t_cfg.batch_size,
+        sampler=_StepSampler(
+            start=start_step, stop=total_steps, batch_size=t_cfg.batch_size, rank=rank, world=world
+        ),
+        num_workers=t_cfg.num_workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+        drop_last=False,
+    )
+    log_path = out / "log.csv"
+    if rank == 0 and not log_path.exists():
+        with log_path.open("w", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=_LOG_FIELDS).writeheader()
+
+    t0 = time.perf_counter()
+    step = start_step
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        disable=not progress or rank != 0,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    adv_start = int(t_cfg.adversarial.start_fraction * total_steps)
+    running = None
+    interrupted = False
+    last_val: dict[str, Any] = {}
+
+    def checkpoint(step_now: int, *, validate: bool) -> None:
+        nonlocal best_psnr, best_step, best, last_val
+        if rank != 0:
+            return
+        row: dict[str, Any] = {
+            "step": step_now,
+            "lr": opt_g.param_groups[0]["lr"],
+            "loss": running,
+            "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 2),
+        }
+        if validate and val_items:
+            scores = _validate(generator, val_items, recipe, dev, predict)
+            row.update(scores)
+            last_val = scores
+            if scores["val_psnr"] > best_psnr:
+                best_psnr, best_step, best = scores["val_psnr"], step_now, scores
+                save_model(
+                    out / "model", generator, {**model_config, "training": {"step": step_now, **scores}}
+                )
+        with log_path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=_LOG_FIELDS).writerow({k: _fmt(row.get(k)) for k in _LOG_FIELDS})
+        save_state(
+            out,
+            modules=modules,
+            optimizers=optimizers,
+            meta={
+                "step": step_now,
+                "total_steps": total_steps,
+                "best_psnr": best_psnr,
+                "best_step": best_step,
+                "best": best,
+                "elapsed_s": elapsed_before + time.perf_counter() - t0,
+            },
+        )
+
+    try:
+        generator.train()
+        it = iter(loader)
+        while step < total_steps:
+            try:
+                batch = next(it)
+            except StopIteration:  # total_steps shrank to fit the budget after the loader was made
+                break
+            lr = _lr_at(step, total_steps, t_cfg.lr)
+            for g in opt_g.param_groups:
+                g["lr"] = lr
+            lq = batch["lq"].to(dev, non_blocking=True)
+            gt = batch["gt"].to(dev, non_blocking=True)
+            mask = batch["mask"].to(dev, non_blocking=True)
+            if dev.type == "cuda" and d_cfg.spatial_dims == 2:
+                lq = lq.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
+                pred = train_net(lq)
+                loss = _content_loss(pred.float(), gt, mask, t_cfg.loss)
+                if is_gan and step >= adv_start:
+                    fake_logits = disc(pred)
+                    adv = F.binary_cross_entropy_with_logits(
+                        fake_logits.float(), torch.ones_like(fake_logits.float())
+                    )
+                    loss = loss + t_cfg.adversarial.weight * adv
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if t_cfg.grad_clip:
+                scaler.unscale_(opt_g)
+                torch.nn.utils.clip_grad_norm_(generator.parameters(), t_cfg.grad_clip)
+            scaler.step(opt_g)
+            scaler.update()
+            if is_gan and step >= adv_start:
+                for g in opt_d.param_groups:
+                    g["lr"] = t_cfg.adversarial.lr * lr / t_cfg.lr
+                with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
+                    real = disc(gt).float()
+                    fake = disc(pred.detach()).float()
+                    d_loss = F.binary_cross_entropy_with_logits(
+                        real, torch.ones_like(real)
+                    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise DataError(
+                    f"the loss became {value} at step {step}: lower train.lr (now {t_cfg.lr}) or check the data for outliers"
+                )
+            running = value if running is None else 0.95 * running + 0.05 * value
+            step += 1
+            bar.update(1)
+            elapsed = elapsed_before + time.perf_counter() - t0
+            if budget_s is not None and not budget_fixed and step - start_step == min(20, total_steps):
+                # fix the number of steps that fits the budget, leaving room for validation
+                per_step = (time.perf_counter() - t0) / (step - start_step)
+                n_val = max(1, total_steps // t_cfg.val_every)
+                fit = int((budget_s * 0.92) / per_step) - n_val
+                fit = _agree(max(step, min(total_steps, fit)), distributed)
+                if fit < total_steps:
+                    log.info(
+                        "time budget %.1f min: training for %d steps (%.2f s/step)",
+                        budget_s / 60,
+                        fit,
+                        per_step,
+                    )
+                    total_steps = fit
+                    bar.total = total_steps
+                    adv_start = int(t_cfg.adversarial.start_fraction * total_steps)
+                budget_fixed = True
+            postfix = {"loss": f"{running:.4f}", "lr": f"{lr:.1e}"}
+            if last_val:
+                postfix["val"] = f"{last_val['val_psnr']:.2f}dB({last_val['gain_db']:+.2f})"
+            bar.set_postfix(postfix, refresh=False)
+            if step % t_cfg.val_every == 0 and step < total_steps:
+                checkpoint(step, validate=True)
+            if budget_s is not None and elapsed > budget_s and step < total_steps:
+                log.warning("time budget of %.1f min reached at step %d: stopping", budget_s / 60, step)
+                total_steps = step
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    if interrupted:
+        checkpoint(step, validate=False)
+        raise KeyboardInterrupt(f"interrupted at step {step}: continue with --resume --out {out}")
+    checkpoint(step, validate=True)
+    if distributed:
+        torch.distributed.barrier()
+    minutes = (elapsed_before + time.perf_counter() - t0) / 60
+    if rank == 0 and best_step is None:  # no validation files scored: keep the last weights
+        save_model(out / "model", generator, {**model_config, "training": {"step": step}})
+    return TrainResult(
+        run_dir=out, steps=step, minutes=minutes, best_step=best_step, best=best, device=str(dev)
+    )
+
+
+def _agree(value: int, distributed: bool) -> int:
+    """The minimum of ``value`` over ranks, so every rank runs the same number of steps."""
+    if not distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    return int(t.item())
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequence[str]) -> dict[str, Any]:
+    """Check sizes and band counts of the resolved files; returns the sampler's summary."""
+    from .data.sampler import check_sources
+
+    d = recipe.data
+    summary = check_sources(
+        list(train_files) + list(val_files),
+        spatial_dims=d.spatial_dims,
+        patch_size=d.patch_tuple(),
+        scale=d.scale_tuple(),
+    )
+    if d.channels is not None and d.channels != int(summary["channels"]):
+        raise RecipeError(
+            f"{recipe.source or 'recipe'}: data.channels is {d.channels} but the files have {summary['channels']} "
+            "band(s): remove data.channels or give matching files"
+        )
+    return summary
+
+
+def _model_config(
+    recipe: Recipe, network: torch.nn.Module, channels: int, summary: dict[str, Any]
+) -> dict[str, Any]:
+    from .nets import model_config
+
+    deg = _degradation(recipe)
+    d = recipe.data
+    patch = recipe.train.inference_patch
+    if patch is None:
+        # default window: twice the training patch in low-resolution voxels, capped for memory
+        cap = 48 if d.spatial_dims == 3 else 256
+        patch = [min(cap, 2 * p // s) for p, s in zip(d.patch_tuple(), d.scale_tuple())]
+    cfg_net = model_config(network.generator if hasattr(network, "generator") else network)
+    return {
+        "network": cfg_net,
+        "degradation": {**deg.to_dict(), "convention": deg.convention},
+        "normalization": recipe.data.normalization.model_dump(),
+        "band_names": list(summary.get("band_names") or []),
+        "dtype": summary.get("dtype"),
+        "spatial_dims": d.spatial_dims,
+        "slice_axis": d.slice_axis,
+        "inference_patch": patch if isinstance(patch, list) else [patch] * d.spatial_dims,
+        "recipe": recipe.name,
+        "recipe_source": recipe.source,
+    }
+
+
+def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
+    from .data.degrade import degrade
+    from .io import read
+    from .metrics import _data_range, _foreground, interpolate
+
+    deg = _degradation(recipe)
+    normalizer = _normalizer(recipe)
+    baseline = "fourier" if deg.convention == "origin" else "cubic"
+    items = []
+    for path in files:
+        hr = read(path)
+        lq = degrade(hr, scale=deg.scale, method=deg.method, **deg.params)
+        shape = tuple(n * s for n, s in zip(lq.spatial_shape, deg.scale))
+        crop = tuple(slice(0, n) for n in shape)
+        gt = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)
+        fg = _foreground(hr.replace(data=gt, mask=None if hr.mask is None else hr.mask[crop]))
+        stats = normalizer.fit(np.asarray(lq.data, np.float32), mask=lq.mask)
+        lq_n = np.asarray(normalizer.apply(np.asarray(lq.data, np.float32), stats), dtype=np.float32)
+        from .infer import fill_nodata
+
+        lq_n = fill_nodata(lq_n, lq.mask)
+        gt_n = np.asarray(normalizer.apply(gt, stats), dtype=np.float32)
+        base = interpolate(lq_n, deg.scale, convention=deg.convention, method=baseline).astype(np.float32)
+        rng = _data_range(gt_n.max(axis=0), fg)
+        items.append(_ValItem(path, torch.from_numpy(np.ascontiguousarray(lq_n))[None], gt_n, fg, base, rng))
+    return items
+
+
+def _validate(
+    network: torch.nn.Module, items: Sequence[_ValItem], recipe: Recipe, dev: torch.device, predict: Any
+) -> dict[str, Any]:
+    from .metrics import score
+
+    d = recipe.data
+    patch = recipe.train.inference_patch
+    if patch is None:
+        cap = 48 if d.spatial_dims == 3 else 256
+        patch = [min(cap, 2 * p // s) for p, s in zip(d.patch_tuple(), d.scale_tuple())]
+    was_training = network.training
+    network.eval()
+    model_scores, base_scores = [], []
+    for item in items:
+        pred = predict(network, item.lq, patch_size=patch, overlap=0.25, batch_size=4, device=dev)[0].numpy()
+        model_scores.append(score(item.gt, pred, mask=item.mask, data_range=item.data_range))
+        base_scores.append(score(item.gt, item.baseline, mask=item.mask, data_range=item.data_range))
+    network.train(was_training)
+    val_psnr = float(np.mean([s["psnr"] for s in model_scores]))
+    base_psnr = float(np.mean([s["psnr"] for s in base_scores]))
+    return {
+        "val_psnr": val_psnr,
+        "val_ssim": float(np.mean([s["ssim"] for s in model_scores])),
+        "baseline": "fourier" if _degradation(recipe).convention == "origin" else "cubic",
+        "baseline_psnr": base_psnr,
+        "gain_db": val_psnr - base_psnr,
+    }
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(text)
