@@ -1,0 +1,241 @@
+"""Helpers shared by the NIfTI and GeoTIFF adapters: format detection, windows, casting, provenance."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, FileFormatError, FileReadError
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "GEOTIFF_SUFFIXES",
+    "SUPPORTED_SUFFIXES",
+    "PROVENANCE_KEY",
+    "detect_format",
+    "format_from_suffix",
+    "parse_window",
+    "cast_to_dtype",
+    "count_nonfinite",
+    "check_finite",
+    "provenance_record",
+    "provenance_json",
+    "parse_provenance",
+    "one_line",
+]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+GEOTIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+SUPPORTED_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + GEOTIFF_SUFFIXES
+#: key of the provenance record: NIfTI JSON extension member and GeoTIFF dataset tag.
+PROVENANCE_KEY = "AESR_SCI_PROVENANCE"
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_GZIP_MAGIC = b"\x1f\x8b"
+_NIFTI_MAGICS = (b"n+1\x00", b"ni1\x00", b"n+2\x00", b"ni2\x00")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (library messages sometimes contain newlines)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def format_from_suffix(path: str | os.PathLike[str]) -> str:
+    """``"nifti"`` or ``"geotiff"`` from the file name (case-insensitive).
+
+    Raises
+    ------
+    FileFormatError
+        If the extension is not one of ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff``.
+    """
+    name = Path(path).name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(GEOTIFF_SUFFIXES):
+        return "geotiff"
+    raise FileFormatError(
+        f"{path}: unsupported file type; supported extensions are {', '.join(SUPPORTED_SUFFIXES)} "
+        "(NIfTI volumes and GeoTIFF rasters)"
+    )
+
+
+def _sniff(path: Path) -> str | None:
+    """The format that the file's first bytes show, or None when they match neither."""
+    with open(path, "rb") as f:
+        head = f.read(352)
+    if head[:4] in _TIFF_MAGICS:
+        return "geotiff"
+    if head[:2] == _GZIP_MAGIC:
+        try:
+            with gzip.open(path, "rb") as g:
+                head = g.read(352)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FileReadError(
+                f"{path}: the gzip stream is corrupt ({one_line(exc)}); the file may be truncated"
+            ) from None
+    if len(head) >= 348 and (head[344:348] in _NIFTI_MAGICS or head[4:8] in _NIFTI_MAGICS):
+        return "nifti"
+    return None
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Check that ``path`` exists and return its format, from its extension confirmed by its magic bytes.
+
+    A file whose content is of the other supported format (a TIFF named ``.nii``) is read as what
+    it is, with a warning in the log.
+
+    Raises
+    ------
+    FileReadError
+        If the file is missing, is a directory, or cannot be read.
+    FileFormatError
+        If the extension is unsupported or the content is neither NIfTI nor TIFF.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileReadError(f"{path}: no such file")
+    if path.is_dir():
+        raise FileReadError(f"{path} is a directory: give a NIfTI or GeoTIFF file")
+    expected = format_from_suffix(path)
+    try:
+        found = _sniff(path)
+    except PermissionError:
+        raise FileReadError(f"{path}: permission denied") from None
+    except OSError as exc:
+        if isinstance(exc, FileReadError):
+            raise
+        raise FileReadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if found is None:
+        kind = "NIfTI" if expected == "nifti" else "TIFF"
+        size = path.stat().st_size
+        raise FileFormatError(
+            f"{path} is not a {kind} file ({size} bytes, no {kind} signature in its first bytes): "
+            "check that it was copied completely and has the right extension"
+        )
+    if found != expected:
+        logger.warning(
+            "%s has a %s extension but contains %s data; reading it as %s", path, expected, found, found
+        )
+    return found
+
+
+def parse_window(
+    window: Sequence[Sequence[int]] | None, shape: Sequence[int]
+) -> tuple[tuple[int, int], ...] | None:
+    """Validate ``window`` (``(start, stop)`` per spatial axis) against the spatial ``shape``.
+
+    Raises
+    ------
+    DataError
+        If the axis count differs from the shape's or a range is empty or outside the image.
+    """
+    if window is None:
+        return None
+    try:
+        pairs = tuple((int(a), int(b)) for a, b in window)
+    except (TypeError, ValueError):
+        raise DataError(f"window must be one (start, stop) pair per spatial axis, got {window!r}") from None
+    if len(pairs) != len(shape):
+        raise DataError(
+            f"window has {len(pairs)} (start, stop) pairs but the image has {len(shape)} spatial axes "
+            f"(shape {tuple(shape)})"
+        )
+    for axis, ((a, b), n) in enumerate(zip(pairs, shape)):
+        if not 0 <= a < b <= n:
+            raise DataError(
+                f"window {pairs} is outside the image of spatial shape {tuple(shape)} on axis {axis}: "
+                f"need 0 <= start < stop <= {n}"
+            )
+    return pairs
+
+
+def cast_to_dtype(data: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
+    """Convert ``data`` to ``dtype``; for integer targets round to nearest and clip to the range.
+
+    Values are never wrapped: 300.7 written as uint8 becomes 255, -3 becomes 0, 12.6 becomes 13.
+
+    Raises
+    ------
+    DataError
+        If an integer target is asked for and ``data`` holds NaN or Inf.
+    """
+    dtype = np.dtype(dtype)
+    data = np.asarray(data)
+    if data.dtype == dtype:
+        return data
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_:
+            lo = max(info.min, np.iinfo(data.dtype).min) if data.dtype != np.bool_ else 0
+            hi = min(info.max, np.iinfo(data.dtype).max) if data.dtype != np.bool_ else 1
+            return np.clip(data, lo, hi).astype(dtype)
+        work = np.asarray(data, dtype=np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(work)))
+        if bad:
+            raise DataError(
+                f"{bad} NaN or Inf values cannot be written as {dtype}: mask them (they become nodata) "
+                "or write a float dtype"
+            )
+        return np.clip(np.rint(work), info.min, info.max).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return data.astype(dtype)
+    raise DataError(f"cannot write data as {dtype}: use an integer or floating-point dtype")
+
+
+def count_nonfinite(data: np.ndarray, mask: np.ndarray | None = None) -> int:
+    """Number of NaN or Inf values of ``data`` ``(C, *spatial)`` where ``mask`` is True (or anywhere)."""
+    if not np.issubdtype(data.dtype, np.floating):
+        return 0
+    bad = ~np.isfinite(data)
+    if mask is not None:
+        bad &= mask[np.newaxis]
+    return int(np.count_nonzero(bad))
+
+
+def check_finite(data: np.ndarray, mask: np.ndarray | None, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`DataError` if ``data`` holds NaN or Inf in valid pixels."""
+    bad = count_nonfinite(data, mask)
+    if bad:
+        raise DataError(
+            f"{path}: {bad} of {data.size} values are NaN or Inf in valid pixels; set a nodata value "
+            "that marks them (e.g. gdal_edit.py -a_nodata nan) or replace them, or read with "
+            "check_finite=False"
+        )
+
+
+def provenance_record(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance to write: ``provenance`` with the current package version added."""
+    from .. import __version__
+
+    record = {"aesr_sci_version": __version__}
+    record.update({str(k): v for k, v in provenance.items() if k != "aesr_sci_version"})
+    return record
+
+
+def provenance_json(provenance: Mapping[str, Any]) -> str:
+    """JSON text of :func:`provenance_record` (non-JSON values are written with ``str``)."""
+    return json.dumps(provenance_record(provenance), sort_keys=True, default=str)
+
+
+def parse_provenance(text: str | bytes | None) -> dict[str, Any]:
+    """Provenance dict from JSON text; an empty dict for missing or malformed text."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        logger.warning("ignoring an unreadable %s record", PROVENANCE_KEY)
+        return {}
+    if isinstance(value, dict) and PROVENANCE_KEY in value and isinstance(value[PROVENANCE_KEY], dict):
+        value = value[PROVENANCE_KEY]
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,650 @@
+"""GeoTIFF rasters (``.tif``, ``.tiff``) as :class:`aesr_sci.spatial.Image`.
+
+The image is ``(bands, rows, cols)``. Its affine maps a ``(row, col)`` pixel-centre index to
+``(x, y)`` in the CRS; :func:`transform_to_affine` and :func:`affine_to_transform` convert exactly
+from and to rasterio's corner-based ``(col, row)`` transform, rotated and south-up grids included.
+Values are returned as stored: band scales and offsets are kept in ``meta.extra`` and written
+back, not applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, FileReadError, FileWriteError, NoCRSWarning
+from ..fileutil import atomic_output
+from ..spatial import Image, SpatialMeta
+from ._common import (
+    PROVENANCE_KEY,
+    cast_to_dtype,
+    one_line,
+    parse_provenance,
+    parse_window,
+    provenance_json,
+)
+from ._common import check_finite as _check_finite
+
+__all__ = [
+    "transform_to_affine",
+    "affine_to_transform",
+    "read_geotiff",
+    "read_geotiff_meta",
+    "write_geotiff",
+    "create_geotiff",
+    "GeoTiffWriter",
+    "geotiff_info",
+    "COMPRESSIONS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: accepted values of the ``compress`` option
+COMPRESSIONS: tuple[str, ...] = ("deflate", "zstd", "lzw", "none")
+
+
+# ------------------------------------------------------------------------------------- geometry
+def transform_to_affine(transform: Any) -> np.ndarray:
+    """3x3 ``(row, col)`` pixel-centre affine from a rasterio corner-based ``(col, row)`` transform.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> transform_to_affine(Affine(10.0, 0.0, 100.0, 0.0, -10.0, 200.0))
+    array([[  0.,  10., 105.],
+           [-10.,   0., 195.],
+           [  0.,   0.,   1.]])
+    """
+    a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
+    return np.array(
+        [[b, a, c + 0.5 * (a + b)], [e, d, f + 0.5 * (d + e)], [0.0, 0.0, 1.0]],
+        dtype=np.float64,
+    )
+
+
+def affine_to_transform(affine: np.ndarray) -> Any:
+    """Inverse of :func:`transform_to_affine`: a rasterio :class:`affine.Affine`."""
+    from affine import Affine
+
+    m = np.asarray(affine, dtype=np.float64)
+    if m.shape != (3, 3):
+        raise DataError(f"a GeoTIFF needs a 3x3 (row, col) affine, got shape {m.shape}")
+    b, a = m[0, 0], m[0, 1]
+    e, d = m[1, 0], m[1, 1]
+    c = m[0, 2] - 0.5 * (a + b)
+    f = m[1, 2] - 0.5 * (d + e)
+    return Affine(float(a), float(b), float(c), float(d), float(e), float(f))
+
+
+def _transform_for(meta: SpatialMeta) -> Any:
+    """The transform to write: the source's own when the affine is unchanged (exact), else derived."""
+    from affine import Affine
+
+    stored = meta.extra.get("transform") if meta.format == "geotiff" else None
+    if stored is not None and np.array_equal(transform_to_affine(stored), meta.affine):
+        return Affine(*stored[:6])
+    return affine_to_transform(meta.affine)
+
+
+# --------------------------------------------------------------------------------------- reading
+@contextlib.contextmanager
+def _quiet_rasterio() -> Iterator[None]:
+    """Silence rasterio's NotGeoreferencedWarning (we warn with NoCRSWarning where it matters)."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[Any]:
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    with _quiet_rasterio():
+        try:
+            src = rasterio.open(path)
+        except (RasterioError, OSError) as exc:
+            raise FileReadError(
+                f"{path}: cannot open as a GeoTIFF ({one_line(exc)}); the file may be corrupt"
+            ) from None
+        with src:
+            yield src
+
+
+def _json_profile(src: Any) -> dict[str, Any]:
+    profile = {}
+    for key, value in src.profile.items():
+        if key in ("crs", "transform"):
+            continue
+        profile[key] = value.item() if isinstance(value, np.generic) else value
+    profile["compress"] = src.compression.name.lower() if src.compression else "none"
+    return profile
+
+
+def _has_mask(src: Any) -> bool:
+    from rasterio.enums import MaskFlags
+
+    return any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
+
+
+def _meta(
+    path: Path, src: Any, window: tuple[tuple[int, int], ...] | None, *, warn: bool = True
+) -> SpatialMeta:
+    from rasterio.enums import ColorInterp, MaskFlags
+    from rasterio.windows import Window
+
+    transform = src.window_transform(Window.from_slices(*window)) if window else src.transform
+    if src.crs is None:
+        crs = None
+        if warn:
+            warnings.warn(
+                f"{path} has no coordinate reference system: outputs will not be georeferenced either",
+                NoCRSWarning,
+                stacklevel=4,
+            )
+    else:
+        crs = src.crs.to_wkt()
+    tags = dict(src.tags())
+    provenance = parse_provenance(tags.pop(PROVENANCE_KEY, None))
+    colormap = None
+    if src.count >= 1 and src.colorinterp[0] == ColorInterp.palette:
+        with contextlib.suppress(ValueError):
+            colormap = {int(k): tuple(int(c) for c in v) for k, v in src.colormap(1).items()}
+    extra = {
+        "transform": tuple(float(v) for v in tuple(transform)[:6]),
+        "profile": _json_profile(src),
+        "source_shape": (src.count, src.height, src.width),
+        "colorinterp": [ci.name for ci in src.colorinterp],
+        "scales": [float(v) for v in src.scales],
+        "offsets": [float(v) for v in src.offsets],
+        "units": [u or "" for u in src.units],
+        "tags": tags,
+        "band_tags": [dict(src.tags(i)) for i in range(1, src.count + 1)],
+        "colormap": colormap,
+        "per_dataset_mask": any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums),
+    }
+    return SpatialMeta(
+        affine=transform_to_affine(transform),
+        crs=crs,
+        nodata=None if src.nodata is None else float(src.nodata),
+        band_names=tuple(d or "" for d in src.descriptions),
+        dtype=src.dtypes[0],
+        format="geotiff",
+        extra=extra,
+        provenance=provenance,
+    )
+
+
+def read_geotiff_meta(path: str | os.PathLike[str]) -> tuple[SpatialMeta, tuple[int, ...]]:
+    """Metadata and ``(bands, rows, cols)`` shape of a GeoTIFF without reading pixels.
+
+    Raises
+    ------
+    FileReadError
+        If the file cannot be opened.
+    """
+    path = Path(path)
+    with _open(path) as src:
+        return _meta(path, src, None), (src.count, src.height, src.width)
+
+
+def read_geotiff(
+    path: str | os.PathLike[str],
+    *,
+    window: Any = None,
+    check_finite: bool = True,
+) -> Image:
+    """Read a GeoTIFF, or a window of it, with its mask.
+
+    Parameters
+    ----------
+    path
+        A ``.tif`` or ``.tiff`` file, any band count and dtype.
+    window
+        ``((row0, row1), (col0, col1))``: read only these rows and columns; the affine is shifted so
+        that index 0 is the window's first pixel.
+    check_finite
+        Raise :class:`DataError` if valid pixels hold NaN or Inf.
+
+    Returns
+    -------
+    Image
+        ``(bands, rows, cols)`` in the on-disk dtype; ``mask`` (True = valid in every band) when the
+        file has a nodata value or an internal mask, else None.
+
+    Raises
+    ------
+    FileReadError
+        A missing, truncated or corrupt file.
+    DataError
+        NaN or Inf in valid pixels, or a window outside the raster.
+
+    Warns
+    -----
+    NoCRSWarning
+        When the file has no CRS; reading goes on.
+    """
+    from rasterio.errors import RasterioError
+    from rasterio.windows import Window
+
+    path = Path(path)
+    with _open(path) as src:
+        win = parse_window(window, (src.height, src.width))
+        rwin = Window.from_slices(*win) if win else None
+        meta = _meta(path, src, win)
+        try:
+            data = src.read(window=rwin)
+            mask = np.all(src.read_masks(window=rwin) > 0, axis=0) if _has_mask(src) else None
+        except (RasterioError, OSError) as exc:
+            raise FileReadError(
+                f"{path}: the pixels cannot be read ({one_line(exc)}); the file is truncated or corrupt"
+            ) from None
+    if check_finite:
+        _check_finite(data, mask, path)
+    return Image(data, meta, mask)
+
+
+# --------------------------------------------------------------------------------------- writing
+def _nodata_for(nodata: float | None, dtype: np.dtype) -> float | None:
+    if nodata is None:
+        return None
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not math.isfinite(nodata) or nodata != int(nodata) or not info.min <= nodata <= info.max:
+            raise DataError(
+                f"the nodata value {nodata} cannot be stored as {dtype}: write a float dtype "
+                "or set another nodata value (meta.replace(nodata=...))"
+            )
+    return nodata
+
+
+def _block_size(height: int, width: int) -> int:
+    return 512 if height * width >= 8192 * 8192 else 256
+
+
+class GeoTiffWriter:
+    """Write a GeoTIFF block by block; the file appears under its name only when complete.
+
+    Use :func:`create_geotiff` to make one. Inside the ``with`` block call :meth:`write` for each
+    window; on a clean exit the temporary file is renamed (after conversion to a Cloud-Optimized
+    GeoTIFF when ``cog=True``); on an exception it is deleted.
+
+    Attributes
+    ----------
+    path
+        The final output path.
+    profile
+        The rasterio creation profile.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: SpatialMeta,
+        shape: Sequence[int],
+        *,
+        dtype: str | np.dtype | None = None,
+        overwrite: bool = False,
+        compress: str = "deflate",
+        cog: bool = False,
+    ) -> None:
+        if meta.spatial_dims != 2:
+            raise DataError(
+                f"a GeoTIFF needs a 2D (row, col) geometry; this metadata is {meta.spatial_dims}D"
+            )
+        if len(shape) != 3 or any(int(n) < 1 for n in shape):
+            raise DataError(f"shape must be (bands, rows, cols) with positive sizes, got {tuple(shape)}")
+        compress = compress.lower()
+        if compress not in COMPRESSIONS:
+            raise ValueError(f"compress must be one of {', '.join(COMPRESSIONS)} (got {compress!r})")
+        self.path = Path(path)
+        self.meta = meta
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype or meta.dtype)
+        self.overwrite = overwrite
+        self.compress = compress
+        self.cog = cog
+        self.nodata = _nodata_for(meta.nodata, self.dtype)
+        count, height, width = self.shape
+        block = _block_size(height, width)
+        self.profile: dict[str, Any] = {
+            "driver": "GTiff",
+            "width": width,
+            "height": height,
+            "count": count,
+            "dtype": self.dtype.name,
+            "crs": meta.crs,
+            "transform": _transform_for(meta),
+            "nodata": self.nodata,
+            "tiled": True,
+            "blockxsize": block,
+            "blockysize": block,
+            "BIGTIFF": "IF_SAFER",
+            "interleave": "pixel" if count > 1 else "band",
+        }
+        if compress != "none":
+            self.profile["compress"] = compress
+            self.profile["predictor"] = 3 if np.issubdtype(self.dtype, np.floating) else 2
+        self._stack: contextlib.ExitStack | None = None
+        self._dst: Any = None
+        self._gtiff: Path | None = None
+        self._tmp: Path | None = None
+        self._has_mask = False
+        self._windows: list[Any] = []
+
+    # -- context manager
+    def __enter__(self) -> GeoTiffWriter:
+        import rasterio
+        from rasterio.errors import RasterioError
+
+        stack = contextlib.ExitStack()
+        try:
+            self._tmp = stack.enter_context(atomic_output(self.path, overwrite=self.overwrite))
+            if self.cog:
+                self._gtiff = self._tmp.with_name(self._tmp.name + ".gtiff.tif")
+                stack.callback(self._gtiff.unlink, missing_ok=True)
+            try:
+                with _quiet_rasterio():
+                    self._dst = rasterio.open(self._gtiff or self._tmp, "w", **self.profile)
+            except (RasterioError, OSError) as exc:
+                raise FileWriteError(f"cannot write {self.path}: {one_line(exc)}") from None
+            self._set_metadata()
+        except BaseException:
+            if self._dst is not None:
+                self._dst.close()
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if self._stack is None:
+            return False
+        stack, self._stack = self._stack, None
+        try:
+            with _quiet_rasterio():
+                self._dst.close()
+            if exc_type is None and self.cog:
+                self._to_cog()
+        except BaseException as err:
+            stack.__exit__(type(err), err, err.__traceback__)  # deletes the temporary files, re-raises
+            raise
+        stack.__exit__(exc_type, exc, tb)
+        return False
+
+    # -- writing
+    def write(
+        self, block: np.ndarray, window: Sequence[Sequence[int]], *, mask: np.ndarray | None = None
+    ) -> None:
+        """Write ``block`` ``(C, h, w)`` at ``window`` ``((row0, row1), (col0, col1))``.
+
+        Values are rounded and clipped for integer outputs. Where ``mask`` (``(h, w)``, True =
+        valid) is False the pixels get the nodata value, or, without one, an internal mask marks
+        them invalid.
+        """
+        import rasterio
+        from rasterio.windows import Window
+
+        if self._dst is None or self._stack is None:
+            raise RuntimeError("use the writer inside a 'with' block")
+        win = parse_window(window, self.shape[1:])
+        assert win is not None
+        (r0, r1), (c0, c1) = win
+        block = np.asarray(block)
+        if block.shape != (self.shape[0], r1 - r0, c1 - c0):
+            raise DataError(
+                f"block of shape {block.shape} does not fit window {win} of a {self.shape[0]}-band raster: "
+                f"expected {(self.shape[0], r1 - r0, c1 - c0)}"
+            )
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != block.shape[1:]:
+                raise DataError(f"mask shape {mask.shape} does not match the block's {block.shape[1:]}")
+            if bool(mask.all()):
+                mask = None if not self._has_mask else mask
+        out = self._prepare(block, mask)
+        rwin = Window.from_slices((r0, r1), (c0, c1))
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            self._write(out, rwin, mask, (r0, r1, c0, c1))
+        self._windows.append(rwin)
+
+    def _write(self, out: np.ndarray, rwin: Any, mask: np.ndarray | None, box: tuple[int, ...]) -> None:
+        from rasterio.windows import Window
+
+        r0, r1, c0, c1 = box
+        self._dst.write(out, window=rwin)
+        if mask is not None and self.nodata is None:
+            if not self._has_mask:
+                full = Window(0, 0, self.shape[2], self.shape[1])
+                self._dst.write_mask(np.zeros((self.shape[1], self.shape[2]), np.uint8), window=full)
+                for prev in self._windows:  # blocks written before the mask existed were all valid
+                    self._dst.write_mask(
+                        np.full((int(prev.height), int(prev.width)), 255, np.uint8), window=prev
+                    )
+                self._has_mask = True
+            self._dst.write_mask(np.where(mask, 255, 0).astype(np.uint8), window=rwin)
+        elif self._has_mask:
+            self._dst.write_mask(np.full((r1 - r0, c1 - c0), 255, np.uint8), window=rwin)
+
+    def _prepare(self, block: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """Cast ``block`` to the output dtype and mark the pixels where ``mask`` is False."""
+        nodata = self.nodata
+        if mask is None:
+            return cast_to_dtype(block, self.dtype)
+        invalid = ~mask
+        injected = invalid[np.newaxis] & ~np.isfinite(block) if block.dtype.kind == "f" else None
+        if injected is not None and np.issubdtype(self.dtype, np.integer):
+            block = np.where(injected, np.zeros((), block.dtype), block)  # NaN in masked pixels
+        out = np.array(cast_to_dtype(block, self.dtype), copy=True)
+        if nodata is None:
+            if np.issubdtype(self.dtype, np.integer):
+                out[:, invalid] = 0  # hidden by the internal mask; zeros compress well
+            return out
+        is_nodata = np.isnan(out) if math.isnan(nodata) else out == nodata
+        if injected is not None and np.issubdtype(self.dtype, np.integer):
+            is_nodata &= ~injected
+        # a pixel where some band already holds nodata reads back as invalid: keep its other bands
+        # (exact round trips of rasters whose bands have nodata in different places)
+        fill = invalid & ~is_nodata.any(axis=0)
+        out[:, fill] = nodata
+        # a valid pixel that rounds to the nodata value would read back as missing: nudge it
+        clash = is_nodata & mask[np.newaxis]
+        if clash.any():
+            if math.isnan(nodata):
+                pass  # NaN in valid pixels is rejected by read(check_finite=True), nothing to nudge
+            elif np.issubdtype(self.dtype, np.integer):
+                out[clash] = nodata + (1 if nodata < np.iinfo(self.dtype).max else -1)
+            else:
+                out[clash] = np.nextafter(self.dtype.type(nodata), self.dtype.type(np.inf))
+            logger.debug("%s: %d valid values moved off the nodata value", self.path, int(clash.sum()))
+        return out
+
+    def _set_metadata(self) -> None:
+        from rasterio.enums import ColorInterp
+
+        dst, meta, count = self._dst, self.meta, self.shape[0]
+        extra = meta.extra if meta.format == "geotiff" else {}
+        for i, name in enumerate(meta.band_names[:count], start=1):
+            if name:
+                dst.set_band_description(i, name)
+        if len(extra.get("scales", ())) == count and any(s != 1 for s in extra["scales"]):
+            dst.scales = tuple(extra["scales"])
+        if len(extra.get("offsets", ())) == count and any(o != 0 for o in extra["offsets"]):
+            dst.offsets = tuple(extra["offsets"])
+        if len(extra.get("units", ())) == count and any(extra["units"]):
+            dst.units = tuple(extra["units"])
+        colorinterp = extra.get("colorinterp", ())
+        if len(colorinterp) == count:
+            with contextlib.suppress(ValueError, KeyError, Exception):
+                dst.colorinterp = [ColorInterp[name] for name in colorinterp]
+        if extra.get("colormap") and count >= 1:
+            with contextlib.suppress(ValueError, Exception):
+                dst.write_colormap(1, extra["colormap"])
+        tags = {k: v for k, v in dict(extra.get("tags", {})).items() if k != PROVENANCE_KEY}
+        tags[PROVENANCE_KEY] = provenance_json(meta.provenance)
+        dst.update_tags(**tags)
+        for i, band_tags in enumerate(extra.get("band_tags", ())[:count], start=1):
+            if band_tags:
+                dst.update_tags(i, **band_tags)
+
+    def _to_cog(self) -> None:
+        import rasterio.shutil
+        from rasterio.errors import RasterioError
+
+        assert self._gtiff is not None
+        options: dict[str, Any] = {
+            "driver": "COG",
+            "BLOCKSIZE": self.profile["blockxsize"],
+            "BIGTIFF": "IF_SAFER",
+            "COMPRESS": self.compress.upper() if self.compress != "none" else "NONE",
+            "OVERVIEWS": "IF_NEEDED",
+            "OVERVIEW_RESAMPLING": "NEAREST" if self.meta.extra.get("colormap") else "AVERAGE",
+        }
+        if self.compress != "none":
+            options["PREDICTOR"] = "YES"
+        try:
+            with _quiet_rasterio():
+                rasterio.shutil.copy(self._gtiff, self._tmp, **options)
+        except (RasterioError, OSError) as exc:
+            raise FileWriteError(
+                f"cannot write the Cloud-Optimized GeoTIFF {self.path}: {one_line(exc)}"
+            ) from None
+
+
+def create_geotiff(
+    path: str | os.PathLike[str],
+    meta: SpatialMeta,
+    shape: Sequence[int],
+    *,
+    dtype: str | np.dtype | None = None,
+    overwrite: bool = False,
+    compress: str = "deflate",
+    cog: bool = False,
+) -> GeoTiffWriter:
+    """Open a streaming GeoTIFF writer for a raster of ``shape`` ``(bands, rows, cols)``.
+
+    The geometry comes from ``meta`` (its affine is the output grid); band names, nodata, tags,
+    scales/offsets and provenance are written as :func:`write_geotiff` does.
+
+    Examples
+    --------
+    >>> with create_geotiff("out.tif", meta, (3, 4096, 4096)) as dst:  # doctest: +SKIP
+    ...     dst.write(block, ((0, 512), (0, 512)), mask=valid)
+    """
+    return GeoTiffWriter(path, meta, shape, dtype=dtype, overwrite=overwrite, compress=compress, cog=cog)
+
+
+def write_geotiff(
+    image: Image,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    cog: bool = False,
+    compress: str = "deflate",
+    dtype: str | np.dtype | None = None,
+) -> Path:
+    """Write ``image`` ``(bands, rows, cols)`` as a tiled, compressed GeoTIFF (see :class:`GeoTiffWriter`).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    with create_geotiff(
+        path, image.meta, image.data.shape, dtype=dtype, overwrite=overwrite, compress=compress, cog=cog
+    ) as dst:
+        rows, cols = image.spatial_shape
+        dst.write(np.asarray(image.data), ((0, rows), (0, cols)), mask=image.mask)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------ info
+def _crs_name(wkt: str) -> str:
+    match = re.match(r'\s*\w+\["([^"]+)"', wkt)
+    return match.group(1) if match else ""
+
+
+def _apply(t: Any, col: float, row: float) -> tuple[float, float]:
+    """``(x, y)`` of the corner-based ``(col, row)`` position under transform ``t``."""
+    return (t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f)
+
+
+def geotiff_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON-serialisable summary of a GeoTIFF (see :func:`aesr_sci.io.info`)."""
+    path = Path(path)
+    with _open(path) as src:
+        meta = _meta(path, src, None, warn=False)
+        t = src.transform
+        corners = {
+            "upper_left": _apply(t, 0, 0),
+            "lower_left": _apply(t, 0, src.height),
+            "upper_right": _apply(t, src.width, 0),
+            "lower_right": _apply(t, src.width, src.height),
+            "center": _apply(t, src.width / 2, src.height / 2),
+        }
+        crs = None
+        if src.crs is not None:
+            epsg = src.crs.to_epsg()
+            crs = {"epsg": epsg, "name": _crs_name(meta.crs or ""), "wkt": meta.crs}
+        nonfinite = 0
+        lo = np.full(src.count, np.inf)
+        hi = np.full(src.count, -np.inf)
+        floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+        has_mask = _has_mask(src)
+        for _, win in src.block_windows(1):
+            data = src.read(window=win).astype(np.float64)
+            valid = np.all(src.read_masks(window=win) > 0, axis=0) if has_mask else None
+            finite = np.isfinite(data)
+            if valid is not None:
+                finite &= valid[np.newaxis]
+            if floating:
+                bad = ~np.isfinite(data)
+                nonfinite += int(np.count_nonzero(bad if valid is None else bad & valid[np.newaxis]))
+            for b in range(src.count):
+                vals = data[b][finite[b]]
+                if vals.size:
+                    lo[b], hi[b] = min(lo[b], vals.min()), max(hi[b], vals.max())
+        extra = meta.extra
+        return {
+            "path": str(path),
+            "format": "geotiff",
+            "driver": src.driver,
+            "shape": [src.count, src.height, src.width],
+            "bands": src.count,
+            "dtype": meta.dtype,
+            "pixel_size": [t.a, t.e]
+            if t.b == 0 and t.d == 0
+            else [math.hypot(t.a, t.d), math.hypot(t.b, t.e)],
+            "transform": list(tuple(t)[:6]),
+            "crs": crs,
+            "bounds": dict(zip(("left", "bottom", "right", "top"), src.bounds)),
+            "corners": {k: list(v) for k, v in corners.items()},
+            "nodata": meta.nodata,
+            "mask": "internal" if extra["per_dataset_mask"] else ("nodata" if has_mask else None),
+            "band_names": list(meta.band_names),
+            "colorinterp": extra["colorinterp"],
+            "scales": extra["scales"],
+            "offsets": extra["offsets"],
+            "units": extra["units"],
+            "block_size": list(src.block_shapes[0]),
+            "compress": extra["profile"]["compress"],
+            "overviews": src.overviews(1) if src.count else [],
+            "value_range": [[float(a), float(b)] if a <= b else None for a, b in zip(lo, hi)],
+            "nonfinite": nonfinite,
+            "tags": {k: v for k, v in extra["tags"].items() if len(v) < 200},
+            "provenance": dict(meta.provenance),
+        }

@@ -1,0 +1,75 @@
+"""Geometry of resolution changes (aesr_sci.spatial.zoom_affine): world coordinates of centres and corners."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import oblique_affine
+
+from aesr_sci.spatial import Image, SpatialMeta, voxel_to_world, zoom_affine, zoomed_shape
+
+AFFINES = {
+    "oblique": oblique_affine((0.9, 1.1, 2.5)),
+    "anisotropic": np.diag([0.8, 0.8, 3.2, 1.0])
+    + np.array([[0, 0, 0, -40], [0, 0, 0, 12], [0, 0, 0, 7], [0, 0, 0, 0]]),
+    "las": np.array([[-1.0, 0, 0, 90], [0, 1.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]]),
+}
+SHAPE = (6, 4, 4)
+
+
+def _corners(affine, shape):
+    lo_hi = [(-0.5, n - 0.5) for n in shape]
+    return voxel_to_world(affine, np.array(list(itertools.product(*lo_hi))))
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+@pytest.mark.parametrize("zoom", [2, (1, 1, 4), (0.5, 0.5, 0.5), (2, 3, 1)])
+def test_fov_keeps_corners(name, zoom):
+    affine = AFFINES[name]
+    new_shape = zoomed_shape(SHAPE, zoom)
+    shape = SHAPE
+    new = zoom_affine(affine, zoom, convention="fov")
+    np.testing.assert_allclose(_corners(new, new_shape), _corners(affine, shape), atol=1e-9)
+    factors = np.broadcast_to(np.asarray(zoom, float), (3,))
+    np.testing.assert_allclose(
+        np.linalg.norm(new[:3, :3], axis=0), np.linalg.norm(affine[:3, :3], axis=0) / factors
+    )
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+@pytest.mark.parametrize("zoom", [2, (1, 1, 4)])
+def test_origin_keeps_first_centre(name, zoom):
+    affine = AFFINES[name]
+    new = zoom_affine(affine, zoom, convention="origin")
+    np.testing.assert_allclose(voxel_to_world(new, (0, 0, 0)), voxel_to_world(affine, (0, 0, 0)))
+    factors = np.broadcast_to(np.asarray(zoom, float), (3,))
+    # every old voxel centre is a new voxel centre, at index * zoom
+    for idx in [(1, 2, 3), (5, 4, 3)]:
+        np.testing.assert_allclose(
+            voxel_to_world(new, np.multiply(idx, factors)), voxel_to_world(affine, idx)
+        )
+
+
+def test_fov_centre_moves_by_a_quarter_voxel_for_x2():
+    affine = AFFINES["anisotropic"]
+    new = zoom_affine(affine, (1, 1, 4), convention="fov")
+    # first new centre: old index (1/4 - 1)/2 = -0.375 along z, unchanged along x and y
+    np.testing.assert_allclose(voxel_to_world(new, (0, 0, 0)), voxel_to_world(affine, (0, 0, -0.375)))
+    assert zoom_affine(np.eye(3), 2, convention="fov")[0, 2] == -0.25
+
+
+def test_two_d_zoom_and_image_corners():
+    meta = SpatialMeta(np.array([[0.0, 20.0, 585010.0], [-20.0, 0.0, 4414990.0], [0, 0, 1]]))
+    img = Image(np.zeros((3, 40, 36), np.uint16), meta)
+    zoomed = Image(np.zeros((3, 80, 72), np.uint16), meta.zoom(2, convention="fov"))
+    np.testing.assert_allclose(zoomed.corners(), img.corners())
+    assert zoomed.meta.spacing == (10.0, 10.0)
+
+
+def test_zoomed_shape_rejects_fractional_sizes():
+    from aesr_sci.errors import DataError
+
+    with pytest.raises(DataError, match="crop"):
+        zoomed_shape((5, 4), 0.5)
