@@ -226,7 +226,7 @@ def _unflatten_optimizer(
     for name, value in tensors.items():
         if not name.startswith(prefix + "/"):
             continue
-        _, pid, key = name.split("/", 2)
+        pid, key = name[len(prefix) + 1 :].split("/", 1)
         state.setdefault(int(pid), {})[key] = value
     for pid, entries in meta.get("plain_state", {}).items():
         state.setdefault(int(pid), {}).update(entries)

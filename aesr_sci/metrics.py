@@ -314,7 +314,7 @@ def evaluate(
     files: list[dict[str, Any]] = []
     for path in paths:
         hr = read(path)
-        lq = degrade(hr, scale=loaded.scale, method=deg.method, **deg.params)
+        lq = degrade(hr, scale=loaded.scale, method=deg.method, **deg.nominal_params)
         hr_shape = tuple(n * s for n, s in zip(lq.spatial_shape, loaded.scale))
         ref = np.asarray(hr.data[(slice(None), *[slice(0, n) for n in hr_shape])], dtype=np.float64)
         fg = _foreground(
@@ -338,7 +338,7 @@ def evaluate(
             "model": score(ref_n, norm(pred), mask=fg, data_range=rng),
         }
         # consistency: degrade the output again, compare with the input (relative RMS)
-        again = degrade(out.replace(mask=None), scale=loaded.scale, method=deg.method, **deg.params)
+        again = degrade(out.replace(mask=None), scale=loaded.scale, method=deg.method, **deg.nominal_params)
         diff = np.asarray(again.data, np.float64) - np.asarray(lq.data, np.float64)
         denom = float(np.sqrt(np.mean(np.asarray(lq.data, np.float64) ** 2))) or 1.0
         entry["model"]["consistency"] = float(np.sqrt(np.mean(diff**2)) / denom)

@@ -75,17 +75,19 @@ class DegradationSection(_Strict):
 class NormalizationSection(_Strict):
     """Reversible intensity normalisation, fitted per file (stored in the model)."""
 
-    method: Literal["percentile", "fixed", "none"] = "percentile"
-    low: float = Field(default=0.5, ge=0, le=100, description="percentile: lower percentile mapped to 0.")
-    high: float = Field(default=99.5, ge=0, le=100, description="percentile: upper percentile mapped to 1.")
+    method: Literal["percentile", "fixed", "none"] = Field(
+        default="percentile", description="percentile (per file), fixed (same for every file) or none."
+    )
+    p_low: float = Field(default=0.5, ge=0, le=100, description="percentile: lower percentile mapped to 0.")
+    p_high: float = Field(default=99.5, ge=0, le=100, description="percentile: upper percentile mapped to 1.")
     per_channel: bool = Field(default=True, description="percentile: separate statistics per band.")
     scale: float = Field(default=1.0, description="fixed: multiply by this (1e-4 for reflectance x 10000).")
     offset: float = Field(default=0.0, description="fixed: then add this.")
 
     @model_validator(mode="after")
     def _order(self) -> NormalizationSection:
-        if self.method == "percentile" and self.low >= self.high:
-            raise ValueError(f"low: must be below high ({self.high}) (got {self.low})")
+        if self.method == "percentile" and self.p_low >= self.p_high:
+            raise ValueError(f"p_low: must be below p_high ({self.p_high}) (got {self.p_low})")
         return self
 
 
@@ -195,22 +197,24 @@ class AdversarialSection(_Strict):
 class TrainSection(_Strict):
     """Optimisation, budget, validation and checkpoints."""
 
-    batch_size: int = Field(default=4, gt=0)
+    batch_size: int = Field(default=4, gt=0, description="Patches per optimisation step (per process).")
     lr: float = Field(
         default=5e-4, gt=0, description="Learning rate (Adam), cosine-decayed to 1% over training."
     )
-    weight_decay: float = Field(default=0.0, ge=0)
-    loss: Literal["l1", "mse", "charbonnier"] = "l1"
+    weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay.")
+    loss: Literal["l1", "mse", "charbonnier"] = Field(
+        default="l1", description="Content loss, masked to valid pixels."
+    )
     max_steps: int = Field(default=2000, gt=0, description="Optimisation steps at most.")
     max_minutes: float | None = Field(
         default=None, gt=0, description="Wall-clock budget: training stops cleanly and keeps the best model."
     )
     val_every: int = Field(default=200, gt=0, description="Validate (and checkpoint) every N steps.")
     val_max_files: int = Field(default=4, gt=0, description="At most this many validation files are scored.")
-    seed: int = 0
+    seed: int = Field(default=0, description="Seeds the weights, the patches and the file split.")
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
     amp: bool | Literal["auto"] = Field(default="auto", description="Mixed precision: auto = on for CUDA.")
-    grad_clip: float | None = Field(default=1.0, gt=0)
+    grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the gradient norm to this.")
     adversarial: AdversarialSection = Field(default_factory=AdversarialSection)
     inference_patch: int | list[int] | None = Field(
         default=None,
@@ -221,16 +225,16 @@ class TrainSection(_Strict):
 class GpuSection(_Strict):
     """Values used instead of the ones above when training on CUDA (larger batches and patches)."""
 
-    batch_size: int | None = Field(default=None, gt=0)
-    patch_size: int | list[int] | None = None
-    lr: float | None = Field(default=None, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0, description="train.batch_size on CUDA.")
+    patch_size: int | list[int] | None = Field(default=None, description="data.patch_size on CUDA.")
+    lr: float | None = Field(default=None, gt=0, description="train.lr on CUDA.")
+    max_steps: int | None = Field(default=None, gt=0, description="train.max_steps on CUDA.")
 
 
 class Recipe(_Strict):
     """A validated recipe. Build it with :func:`load_recipe`."""
 
-    name: str = "run"
+    name: str = Field(default="run", description="Run name; the default output directory is runs/<name>.")
     data: DataSection
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainSection = Field(default_factory=TrainSection)
@@ -415,3 +419,51 @@ def load_recipe(
         _apply_override(raw, keys, value, source)
     recipe_obj = _validate(raw, source)
     return recipe_obj.model_copy(update={"source": source})
+
+
+def reference_table() -> str:
+    """A markdown table of every recipe key with its type, default and description.
+
+    ``docs/recipes.md`` embeds this table; a test keeps the two in step.
+    """
+
+    def type_name(annotation: Any) -> str:
+        if annotation is type(None):
+            return "null"
+        if isinstance(annotation, type):
+            return annotation.__name__
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is typing.Literal:
+            return "one of " + ", ".join(repr(a) for a in args)
+        if args and typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            return " or ".join(type_name(a) for a in args)
+        return repr(annotation).replace("NoneType", "None")
+
+    import types
+    import typing
+
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, f in model.model_fields.items():
+            if name == "source":
+                continue
+            key = f"{prefix}{name}"
+            ann = f.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, key + ".")
+                continue
+            if f.is_required():
+                default = "required"
+            elif f.default_factory is not None:
+                default = repr(f.default_factory())
+            else:
+                default = repr(f.default)
+            desc = (f.description or "").replace("|", "/")
+            rows.append(f"| `{key}` | {type_name(ann)} | `{default}` | {desc} |")
+
+    walk(Recipe, "")
+    rows.append(
+        "| `model.*` | any | | the network's own arguments (see `aesr-sci models` and docs/networks.md) |"
+    )
+    return "\n".join(rows)

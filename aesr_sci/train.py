@@ -138,14 +138,14 @@ def _dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int) -> A
         spatial_dims=d.spatial_dims,
         patch_size=d.patch_tuple(),
         degradation=_degradation(recipe),
-        normalization=_normalizer(recipe),
+        normalizer=_normalizer(recipe),
         mode=mode,
         samples_per_epoch=d.samples_per_epoch,
         min_valid=d.min_valid,
         augment=d.augment and mode == "random",
         noise=d.degradation.noise if mode == "random" else 0.0,
         noise_kind=noise_kind,
-        slice_axis=d.slice_axis,
+        slice_axis=2 if d.slice_axis is None else d.slice_axis,
         seed=seed,
     )
 
@@ -629,6 +629,7 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
         spatial_dims=d.spatial_dims,
         patch_size=d.patch_tuple(),
         scale=d.scale_tuple(),
+        slice_axis=2 if d.slice_axis is None else d.slice_axis,
     )
     if d.channels is not None and d.channels != int(summary["channels"]):
         raise RecipeError(
@@ -676,7 +677,7 @@ def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
     items = []
     for path in files:
         hr = read(path)
-        lq = degrade(hr, scale=deg.scale, method=deg.method, **deg.params)
+        lq = degrade(hr, scale=deg.scale, method=deg.method, **deg.nominal_params)
         shape = tuple(n * s for n, s in zip(lq.spatial_shape, deg.scale))
         crop = tuple(slice(0, n) for n in shape)
         gt = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)

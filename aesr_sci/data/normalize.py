@@ -1,0 +1,232 @@
+"""Reversible intensity normalisation whose statistics are stored with the model.
+
+A :class:`Normalizer` is the *recipe* (method and options, :meth:`Normalizer.to_dict` goes into the
+checkpoint); :meth:`Normalizer.fit` measures one image and returns its *statistics*, a small
+JSON-serialisable dict; :meth:`Normalizer.apply` and :meth:`Normalizer.invert` use them. Inputs
+may be numpy arrays or torch tensors, channel-first (``channel_axis=0``, ``(C, *spatial)``) or batched
+(``channel_axis=1``, ``(N, C, *spatial)``); the result has the same type.
+
+Methods
+-------
+``percentile``
+    Map the ``p_low`` and ``p_high`` percentiles of the valid (or foreground) values to 0 and 1, per
+    channel or for all channels together (``per_channel=False``, which keeps the ratios between
+    bands or contrasts).
+``fixed``
+    ``x * scale + offset`` with fixed numbers, e.g. ``scale=1e-4`` for Sentinel-2 reflectance stored
+    as ``x 10000``.
+``none``
+    The identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, RecipeError
+
+__all__ = ["NORMALIZATIONS", "Normalizer"]
+
+NORMALIZATIONS: tuple[str, ...] = ("percentile", "fixed", "none")
+
+_EPS = 1e-8
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """A reversible intensity normalisation.
+
+    Parameters
+    ----------
+    method
+        ``"percentile"``, ``"fixed"`` or ``"none"``.
+    p_low, p_high
+        Percentiles mapped to 0 and 1 (percentile method).
+    per_channel
+        Percentile method: one pair of percentiles per channel (True) or one for all channels.
+    scale, offset
+        Fixed method: ``x * scale + offset``.
+
+    Raises
+    ------
+    RecipeError
+        For an unknown method or inconsistent options.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> norm = Normalizer("percentile", p_low=0.0, p_high=100.0)
+    >>> x = np.array([[0.0, 5.0, 10.0]])
+    >>> stats = norm.fit(x)
+    >>> norm.apply(x, stats).tolist()
+    [[0.0, 0.5, 1.0]]
+    >>> norm.invert(norm.apply(x, stats), stats).tolist()
+    [[0.0, 5.0, 10.0]]
+    """
+
+    method: str = "percentile"
+    p_low: float = 0.5
+    p_high: float = 99.5
+    per_channel: bool = True
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in NORMALIZATIONS:
+            raise RecipeError(
+                f"unknown normalisation method {self.method!r}: use one of {', '.join(NORMALIZATIONS)}"
+            )
+        if not 0.0 <= self.p_low < self.p_high <= 100.0:
+            raise RecipeError(
+                f"normalisation percentiles must satisfy 0 <= p_low < p_high <= 100 "
+                f"(got p_low={self.p_low}, p_high={self.p_high})"
+            )
+        if self.method == "fixed" and (not np.isfinite(self.scale) or self.scale == 0):
+            raise RecipeError(f"fixed normalisation needs a finite, non-zero scale (got {self.scale})")
+
+    # ------------------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable options (for checkpoints and recipes)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | str | None) -> Normalizer:
+        """Build from :meth:`to_dict` output, a method name, or ``None`` (the default percentile).
+
+        Raises
+        ------
+        RecipeError
+            For unknown keys (the message lists the valid ones) or invalid values.
+        """
+        if d is None:
+            return cls()
+        if isinstance(d, str):
+            return cls(method=d)
+        if isinstance(d, Normalizer):
+            return d
+        valid = tuple(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise RecipeError(
+                f"unknown normalisation key(s) {', '.join(unknown)}: valid keys are {', '.join(valid)}"
+            )
+        return cls(**dict(d))
+
+    # ------------------------------------------------------------------------------------ maths
+    def fit(self, data: Any, mask: Any = None, *, channel_axis: int = 0) -> dict[str, Any]:
+        """Measure ``data`` and return the statistics that :meth:`apply` and :meth:`invert` need.
+
+        Parameters
+        ----------
+        data
+            Array or tensor with channels on ``channel_axis``.
+        mask
+            Optional boolean array of ``data``'s shape without the channel axis; only ``True``
+            values (valid, foreground) are measured.
+        channel_axis
+            Which axis holds the channels.
+
+        Returns
+        -------
+        dict
+            ``{"method": ..., "low": [...], "high": [...]}`` (one entry per channel, or one for all)
+            for percentile; ``{"method": ..., "scale": s, "offset": o}`` for fixed; ``{"method":
+            "none"}`` otherwise.
+
+        Raises
+        ------
+        DataError
+            If the mask selects no value.
+        """
+        if self.method == "none":
+            return {"method": "none"}
+        if self.method == "fixed":
+            return {"method": "fixed", "scale": float(self.scale), "offset": float(self.offset)}
+        arr = data.detach().cpu().numpy() if _is_torch(data) else np.asarray(data)
+        arr = np.moveaxis(arr, channel_axis, 0)
+        if mask is not None:
+            m = mask.detach().cpu().numpy() if _is_torch(mask) else np.asarray(mask)
+            m = m.astype(bool)
+            if m.ndim == arr.ndim:  # mask given with a channel axis of size 1
+                m = np.moveaxis(m, channel_axis, 0)[0]
+            values = [band[m] for band in arr]
+        else:
+            values = [band.ravel() for band in arr]
+        if values and values[0].size == 0:
+            raise DataError("cannot fit the normalisation: the mask selects no valid pixel")
+        groups = values if self.per_channel else [np.concatenate(values)]
+        low, high = [], []
+        for v in groups:
+            v = v[np.isfinite(v)].astype(np.float64)
+            if v.size == 0:
+                raise DataError("cannot fit the normalisation: no finite value")
+            lo, hi = np.percentile(v, [self.p_low, self.p_high])
+            low.append(float(lo))
+            high.append(float(hi))
+        return {"method": "percentile", "low": low, "high": high}
+
+    def _coefficients(
+        self, stats: Mapping[str, Any], n_channels: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(a, b)`` per channel such that ``apply(x) = x * a + b``; ``None`` for the identity."""
+        method = stats.get("method")
+        if method != self.method:
+            raise DataError(
+                f"normalisation statistics were made by method {method!r} but this normaliser is "
+                f"{self.method!r}: fit them again"
+            )
+        if method == "none":
+            return None
+        if method == "fixed":
+            a = np.full(n_channels, float(stats["scale"]))
+            b = np.full(n_channels, float(stats["offset"]))
+            return a, b
+        low = np.asarray(stats["low"], dtype=np.float64)
+        high = np.asarray(stats["high"], dtype=np.float64)
+        if low.size == 1:
+            low, high = np.repeat(low, n_channels), np.repeat(high, n_channels)
+        if low.size != n_channels:
+            raise DataError(
+                f"normalisation statistics have {low.size} channels but the data has {n_channels}"
+            )
+        a = 1.0 / np.maximum(high - low, _EPS)
+        return a, -low * a
+
+    def _affine(self, data: Any, stats: Mapping[str, Any], channel_axis: int, *, inverse: bool) -> Any:
+        n_channels = data.shape[channel_axis]
+        coef = self._coefficients(stats, n_channels)
+        if coef is None:
+            return data
+        a, b = coef
+        if inverse:
+            a, b = 1.0 / a, -b / a
+        shape = [1] * data.ndim
+        shape[channel_axis] = n_channels
+        if _is_torch(data):
+            import torch
+
+            dtype = data.dtype if torch.is_floating_point(data) else torch.float32
+            at = torch.as_tensor(a.reshape(shape), dtype=dtype, device=data.device)
+            bt = torch.as_tensor(b.reshape(shape), dtype=dtype, device=data.device)
+            return data.to(dtype) * at + bt
+        arr = np.asarray(data)
+        dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
+        return (arr * a.reshape(shape).astype(dtype) + b.reshape(shape).astype(dtype)).astype(
+            dtype, copy=False
+        )
+
+    def apply(self, data: Any, stats: Mapping[str, Any], *, channel_axis: int = 0) -> Any:
+        """Normalise ``data`` with ``stats`` from :meth:`fit` (a float array or tensor of the same kind)."""
+        return self._affine(data, stats, channel_axis, inverse=False)
+
+    def invert(self, data: Any, stats: Mapping[str, Any], *, channel_axis: int = 0) -> Any:
+        """Undo :meth:`apply`, back to the original intensities."""
+        return self._affine(data, stats, channel_axis, inverse=True)

@@ -1,0 +1,91 @@
+"""Reversible intensity normalisation on numpy arrays and torch tensors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aesr_sci.data.normalize import Normalizer
+from aesr_sci.errors import DataError, RecipeError
+
+
+def _data() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([rng.uniform(0, 10, (16, 16)), rng.uniform(100, 5000, (16, 16))]).astype(np.float32)
+
+
+@pytest.mark.parametrize("to_torch", [False, True])
+def test_percentile_per_channel_maps_percentiles_to_0_and_1_and_inverts(to_torch):
+    x = _data()
+    norm = Normalizer("percentile", p_low=1.0, p_high=99.0)
+    stats = norm.fit(torch.from_numpy(x) if to_torch else x)
+    json.dumps(stats)  # stored in checkpoints
+    data = torch.from_numpy(x) if to_torch else x
+    y = norm.apply(data, stats)
+    assert isinstance(y, torch.Tensor) == to_torch
+    y = np.asarray(y)
+    for c in range(2):
+        assert np.percentile(y[c], 1) == pytest.approx(0.0, abs=1e-5)
+        assert np.percentile(y[c], 99) == pytest.approx(1.0, abs=1e-5)
+    back = np.asarray(norm.invert(norm.apply(data, stats), stats))
+    np.testing.assert_allclose(back, x, rtol=1e-5, atol=1e-3)
+
+
+def test_mask_and_per_volume_statistics():
+    x = _data()
+    mask = np.zeros((16, 16), bool)
+    mask[:8] = True
+    x_nodata = x.copy()
+    x_nodata[:, ~mask] = -9999.0
+    norm = Normalizer(p_low=0.0, p_high=100.0)
+    stats = norm.fit(x_nodata, mask)
+    assert stats["low"][0] == pytest.approx(x[0, mask].min())
+    assert stats["high"][1] == pytest.approx(x[1, mask].max())
+    joint = Normalizer(p_low=0.0, p_high=100.0, per_channel=False).fit(x)
+    assert len(joint["low"]) == 1 and joint["high"][0] == pytest.approx(x.max())
+    y = Normalizer(per_channel=False).apply(x, joint)
+    assert y[1].max() == pytest.approx(1.0) and y[0].max() < 0.01  # band ratios are kept
+    with pytest.raises(DataError, match="selects no valid pixel"):
+        norm.fit(x, np.zeros((16, 16), bool))
+
+
+def test_batched_tensor_with_channel_axis_1():
+    x = torch.from_numpy(_data())
+    norm = Normalizer()
+    stats = norm.fit(x)
+    batch = x[None].repeat(3, 1, 1, 1)
+    y = norm.apply(batch, stats, channel_axis=1)
+    torch.testing.assert_close(y[2], norm.apply(x, stats))
+    torch.testing.assert_close(norm.invert(y, stats, channel_axis=1), batch, rtol=1e-5, atol=1e-3)
+
+
+def test_fixed_and_none():
+    x = np.array([[[0, 10000]]], dtype=np.uint16)
+    fixed = Normalizer("fixed", scale=1e-4)
+    stats = fixed.fit(x)
+    y = fixed.apply(x, stats)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [[[0.0, 1.0]]])
+    np.testing.assert_allclose(fixed.invert(y, stats), x)
+    none = Normalizer("none")
+    assert none.apply(x, none.fit(x)) is x
+
+
+def test_serialisation_and_validation():
+    norm = Normalizer("percentile", p_low=2.0, p_high=98.0, per_channel=False)
+    assert Normalizer.from_dict(json.loads(json.dumps(norm.to_dict()))) == norm
+    assert Normalizer.from_dict("none").method == "none"
+    assert Normalizer.from_dict(None) == Normalizer()
+    with pytest.raises(RecipeError, match="valid keys are method, p_low"):
+        Normalizer.from_dict({"method": "percentile", "pmax": 99})
+    with pytest.raises(RecipeError, match="use one of percentile, fixed, none"):
+        Normalizer("zscore")
+    with pytest.raises(RecipeError, match="p_low < p_high"):
+        Normalizer(p_low=50, p_high=10)
+    with pytest.raises(DataError, match="made by method 'fixed'"):
+        Normalizer().apply(np.zeros((1, 2, 2)), {"method": "fixed", "scale": 1.0, "offset": 0.0})
+    with pytest.raises(DataError, match="2 channels but the data has 3"):
+        Normalizer().apply(np.zeros((3, 2, 2)), {"method": "percentile", "low": [0, 0], "high": [1, 1]})
