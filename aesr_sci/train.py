@@ -51,6 +51,8 @@ __all__ = ["train", "check_data", "check_data_files", "TrainResult", "resolve_fi
 
 log = logging.getLogger(__name__)
 
+_WARMUP_STEPS = 5  # steps not timed when fitting the budget (file loading, first batches)
+_TIMED_STEPS = 20  # steps timed to fit train.max_minutes
 _RUN_FILES = ("recipe.yaml", "run.json", "log.csv", "state.json", "state.safetensors", "model")
 _LOG_FIELDS = [
     "step",
@@ -419,6 +421,7 @@ def train(
         log.info("resuming %s at step %d of %d", out, start_step, total_steps)
     budget_s = t_cfg.max_minutes * 60.0 if t_cfg.max_minutes else None
     budget_fixed = resume
+    t_warm = 0.0
 
     if rank == 0 and not resume:
         resolved = recipe.model_copy(
@@ -559,15 +562,20 @@ def train(
             step += 1
             bar.update(1)
             elapsed = elapsed_before + time.perf_counter() - t0
-            if budget_s is not None and not budget_fixed and step - start_step == min(20, total_steps):
-                # fix the number of steps that fits the budget, leaving room for validation
-                per_step = (time.perf_counter() - t0) / (step - start_step)
-                n_val = max(1, total_steps // t_cfg.val_every)
-                fit = int((budget_s * 0.92) / per_step) - n_val
+            if budget_s is not None and not budget_fixed and step - start_step == _WARMUP_STEPS:
+                t_warm = time.perf_counter()  # the first steps pay for loading files and the first batch
+            if (
+                budget_s is not None
+                and not budget_fixed
+                and step - start_step == _WARMUP_STEPS + _TIMED_STEPS
+            ):
+                # fix the number of steps that fits the budget (10 % left for validation and saving)
+                per_step = (time.perf_counter() - t_warm) / _TIMED_STEPS
+                fit = step + int((0.9 * budget_s - elapsed) / per_step)
                 fit = _agree(max(step, min(total_steps, fit)), distributed)
                 if fit < total_steps:
                     log.info(
-                        "time budget %.1f min: training for %d steps (%.2f s/step)",
+                        "time budget %.1f min: training for %d steps (%.3f s/step)",
                         budget_s / 60,
                         fit,
                         per_step,

@@ -23,7 +23,7 @@ from aesr_sci.nets import (
     model_names,
     pixel_shuffle,
 )
-from aesr_sci.nets.blocks import SubpixelUpsample, icnr_, parse_scale
+from aesr_sci.nets.blocks import SubpixelUpsample, fourier_interpolate, icnr_, parse_scale
 
 NAMES = ["attention", "gan", "multiscale", "residual", "seed"]
 
@@ -92,9 +92,26 @@ def test_global_skip_makes_an_untrained_network_close_to_interpolation(name):
     lq = torch.rand(1, 1, 8, 8)
     with torch.no_grad():
         out = net(lq)
-    base = interpolate(lq, [2, 2], "origin")
+    base = fourier_interpolate(lq, [2, 2])  # origin-convention models skip with Fourier interpolation
     # the learned branch is a perturbation, not the whole signal
     assert (out - base).abs().mean() < 0.3 * lq.std()
+    linear = tiny(name, spatial_dims=2, in_channels=1, scale=2, convention="origin", skip="linear").eval()
+    with torch.no_grad():
+        assert (linear(lq) - interpolate(lq, [2, 2], "origin")).abs().mean() < 0.3 * lq.std()
+
+
+def test_fourier_skip_needs_the_origin_grid():
+    with pytest.raises(ModelError, match="origin"):
+        tiny("residual", spatial_dims=2, in_channels=1, scale=2, convention="fov", skip="fourier")
+
+
+@pytest.mark.parametrize("n", [8, 9])
+def test_fourier_skip_keeps_samples_and_band_limited_signals(n):
+    t = torch.arange(n, dtype=torch.float64)
+    x = torch.cos(2 * torch.pi * t / n).view(1, 1, n) + 0.5  # smooth and periodic: no edge effects
+    y = fourier_interpolate(x, [3])
+    assert y.shape[-1] == 3 * n
+    assert torch.allclose(y[..., ::3], x, atol=1e-9)  # origin grid: output 3k sits on input k
 
 
 # ---------------------------------------------------------------------------------- training

@@ -142,7 +142,7 @@ def test_bad_input_is_reported_before_training(tmp_path: Path) -> None:
         train(tiny_recipe(small), out_dir=tmp_path / "r2")
     four_d = tmp_path / "data" / "two_channels.nii.gz"
     nib.save(nib.Nifti1Image(np.stack([_phantom((24, 24, 20), 5)] * 2, -1), np.eye(4)), four_d)
-    with pytest.raises(DataError, match="band|channel"):
+    with pytest.raises(DataError, match=r"band|channel"):
         train(tiny_recipe([*paths, str(four_d)]), out_dir=tmp_path / "r3")
     with pytest.raises(RecipeError, match="at least 2 files"):
         train(tiny_recipe(paths[:1]), out_dir=tmp_path / "r4")

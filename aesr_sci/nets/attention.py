@@ -78,7 +78,7 @@ class AttentionSR(SRNetwork):
 
     Parameters
     ----------
-    spatial_dims, in_channels, scale, out_channels, convention
+    spatial_dims, in_channels, scale, out_channels, convention, skip
         See :class:`~aesr_sci.nets.blocks.SRNetwork`.
     features
         Channels of the blocks.
@@ -106,6 +106,7 @@ class AttentionSR(SRNetwork):
         scale: int | Sequence[int],
         out_channels: int | None = None,
         convention: str = "fov",
+        skip: str = "auto",
         features: int = 32,
         groups: int = 2,
         blocks: int = 4,
@@ -118,6 +119,7 @@ class AttentionSR(SRNetwork):
             scale=scale,
             out_channels=out_channels,
             convention=convention,
+            skip=skip,
         )
         check_positive("attention", features=features, groups=groups, blocks=blocks, reduction=reduction)
         if features // reduction < 1:

@@ -128,6 +128,46 @@ def interpolate(x: torch.Tensor, scale: list[int], convention: str) -> torch.Ten
     raise ValueError("unknown grid convention " + convention + ": use 'fov' or 'origin'")
 
 
+def fourier_interpolate(x: torch.Tensor, scale: list[int]) -> torch.Tensor:
+    """Zero-filled Fourier interpolation on the origin grid (output ``j`` at input ``j / s``).
+
+    The natural interpolation for k-space truncated data: it puts back exactly the measured
+    frequencies. Each axis is first extended symmetrically (``x`` followed by ``x`` reversed), so a
+    patch is interpolated as a smooth periodic signal and does not ring at its edges; for a whole
+    volume the interior matches plain zero-filled interpolation closely.
+
+    Examples
+    --------
+    >>> x = torch.cos(torch.arange(8.0) * 3.14159265 / 4).view(1, 1, 8)
+    >>> y = fourier_interpolate(x, [2])
+    >>> y.shape, bool(torch.allclose(y[..., ::2], x, atol=1e-5))
+    (torch.Size([1, 1, 16]), True)
+    """
+    dims = x.dim() - 2
+    for d in range(dims):
+        if scale[d] > 1:
+            x = _fourier_axis(x, scale[d], d + 2)
+    return x
+
+
+def _fourier_axis(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
+    # Zero-filled DFT interpolation of the symmetric extension [x, reversed x] is the DCT-II
+    # interpolation below (its Nyquist coefficient is zero), written as one real (n*s, n) matrix so
+    # that it scripts and exports to ONNX: y(t) = sum_k w_k X_k cos(pi k (t + 1/2) / n) / n, with
+    # X_k = sum_i x_i cos(pi k (i + 1/2) / n), w_0 = 1, w_k = 2, sampled at t = j / s.
+    n = x.shape[dim]
+    k = torch.arange(n, dtype=x.dtype, device=x.device)
+    t = torch.arange(n * s, dtype=x.dtype, device=x.device) / float(s)
+    weights = torch.full([n], 2.0, dtype=x.dtype, device=x.device)
+    weights[0] = 1.0
+    analysis = torch.cos(math.pi * k.unsqueeze(1) * (k.unsqueeze(0) + 0.5) / n)  # (k, i)
+    synthesis = torch.cos(math.pi * (t.unsqueeze(1) + 0.5) * k.unsqueeze(0) / n)  # (j, k)
+    matrix = (
+        torch.matmul(synthesis * weights.unsqueeze(0), analysis) / n
+    )  # (j, i); n stays symbolic for export
+    return torch.matmul(x.movedim(dim, -1), matrix.t()).movedim(-1, dim)
+
+
 def _origin_axis(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
     """Linear interpolation along one axis at positions ``j / s``, replicating the last sample."""
     n = x.shape[dim]
@@ -319,6 +359,9 @@ class SRNetwork(nn.Module):
         Output channels; ``None`` means ``in_channels``.
     convention
         Grid convention of the training pairs, ``"fov"`` or ``"origin"`` (see :func:`interpolate`).
+    skip
+        The global skip's interpolation: ``"linear"``, ``"fourier"`` (origin convention only) or
+        ``"auto"`` (Fourier for the origin convention, linear otherwise).
     """
 
     def __init__(
@@ -329,6 +372,7 @@ class SRNetwork(nn.Module):
         scale: int | Sequence[int],
         out_channels: int | None = None,
         convention: str = "fov",
+        skip: str = "auto",
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -347,6 +391,16 @@ class SRNetwork(nn.Module):
         self.out_channels = int(out_channels)
         self.scale: list[int] = list(parse_scale(scale, spatial_dims))
         self.convention = str(convention)
+        if skip not in ("auto", "linear", "fourier"):
+            raise ModelError(f"skip must be auto, linear or fourier (got {skip!r})")
+        if skip == "fourier" and convention != "origin":
+            raise ModelError(
+                "skip 'fourier' needs the origin grid convention (k-space data): use skip 'linear'"
+            )
+        # k-space data: start from zero-filled Fourier interpolation, the best linear estimate
+        self.skip_mode = (
+            "fourier" if skip == "fourier" or (skip == "auto" and convention == "origin") else "linear"
+        )
         self.config: dict[str, Any] = {}
         # a learned 1x1 projection when the channel counts differ (it commutes with interpolation)
         self.skip_proj: nn.Module = (
@@ -356,5 +410,11 @@ class SRNetwork(nn.Module):
         )
 
     def skip(self, lq: torch.Tensor) -> torch.Tensor:
-        """The global skip: ``lq`` interpolated to the output grid (channels projected if needed)."""
+        """The global skip: ``lq`` interpolated to the output grid (channels projected if needed).
+
+        Linear interpolation on the training grid, or zero-filled Fourier interpolation for
+        k-space (origin-convention) models (``skip="auto"`` picks it; see :func:`fourier_interpolate`).
+        """
+        if self.skip_mode == "fourier":
+            return fourier_interpolate(self.skip_proj(lq), self.scale)
         return interpolate(self.skip_proj(lq), self.scale, self.convention)

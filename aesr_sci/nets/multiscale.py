@@ -57,7 +57,7 @@ class MultiscaleSR(SRNetwork):
 
     Parameters
     ----------
-    spatial_dims, in_channels, scale, out_channels, convention
+    spatial_dims, in_channels, scale, out_channels, convention, skip
         See :class:`~aesr_sci.nets.blocks.SRNetwork`.
     features
         Channels at the input scale (doubled at each coarser level).
@@ -81,6 +81,7 @@ class MultiscaleSR(SRNetwork):
         scale: int | Sequence[int],
         out_channels: int | None = None,
         convention: str = "fov",
+        skip: str = "auto",
         features: int = 32,
         levels: int = 2,
         blocks: int = 2,
@@ -91,6 +92,7 @@ class MultiscaleSR(SRNetwork):
             scale=scale,
             out_channels=out_channels,
             convention=convention,
+            skip=skip,
         )
         check_positive("multiscale", features=features, levels=levels, blocks=blocks)
         widths = [features * 2**i for i in range(levels + 1)]

@@ -22,7 +22,7 @@ class ResidualSR(SRNetwork):
 
     Parameters
     ----------
-    spatial_dims, in_channels, scale, out_channels, convention
+    spatial_dims, in_channels, scale, out_channels, convention, skip
         See :class:`~aesr_sci.nets.blocks.SRNetwork`.
     features
         Channels of the residual blocks.
@@ -46,6 +46,7 @@ class ResidualSR(SRNetwork):
         scale: int | Sequence[int],
         out_channels: int | None = None,
         convention: str = "fov",
+        skip: str = "auto",
         features: int = 32,
         blocks: int = 8,
         res_scale: float = 1.0,
@@ -56,6 +57,7 @@ class ResidualSR(SRNetwork):
             scale=scale,
             out_channels=out_channels,
             convention=convention,
+            skip=skip,
         )
         check_positive("residual", features=features, blocks=blocks, res_scale=res_scale)
         self.head = conv(spatial_dims, self.in_channels, features)
