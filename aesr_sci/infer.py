@@ -418,12 +418,16 @@ def upscale_files(
     cog: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    stream: bool | None = None,
+    block: int = 1024,
 ) -> list[Path]:
     """Upscale files into files (the command line's ``upscale``); returns the written paths.
 
     Every output is checked before any work (existing files are not overwritten unless asked), each
-    is written atomically, and a failure leaves no partial file behind. GeoTIFFs too large for
-    memory are streamed block by block.
+    is written atomically, and a failure leaves no partial file behind. GeoTIFFs are streamed block
+    by block (``block`` input pixels a side, with a halo) when ``stream`` is true, or, by default,
+    when they hold more than 64 Mi pixel values; peak memory then depends on ``block``, not on the
+    raster.
     """
     from tqdm.auto import tqdm
 
@@ -441,7 +445,8 @@ def upscale_files(
     written = []
     for src, dst in tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"):
         meta, shape = read_meta(src)
-        if meta.format == "geotiff" and math.prod(shape) > _STREAM_PIXELS and not consistency:
+        streaming = math.prod(shape) > _STREAM_PIXELS if stream is None else stream
+        if meta.format == "geotiff" and streaming and not consistency:
             _check_fit(
                 loaded, Image(np.zeros((shape[0],) + (1,) * (len(shape) - 1), np.float32), meta), str(src)
             )
@@ -459,6 +464,7 @@ def upscale_files(
                 cog=cog,
                 overwrite=overwrite,
                 progress=progress,
+                block=block,
             )
         else:
             out = upscale(
