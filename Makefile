@@ -1,6 +1,7 @@
 # Two entry points for a fresh clone (see README.md): `make demo` and `make test`.
 # Both create .venv/ and install torch==2.13.0 (CPU build) before anything that depends on torch,
 # so pip never resolves a newer torch with several GB of CUDA packages.
+export NO_MKDOCS_2_WARNING := 1
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -249,7 +249,7 @@ def _check_fit(model: LoadedModel, image: Image, source: str) -> None:
             f"{source}: the model works on {kind[model.spatial_dims]} images but this is {kind[image.spatial_dims]}: "
             f"use a {model.spatial_dims}D model"
         )
-    if image.channels != model.in_channels:
+    if image.channels != model.in_channels and model.in_channels != 1:
         raise MismatchError(
             f"{source}: the model expects {model.in_channels} band(s) but the input has {image.channels}: "
             f"use a model trained on {image.channels}-band data"
@@ -325,7 +325,8 @@ def upscale(
     Raises
     ------
     MismatchError
-        If the model and the input do not fit (bands, dimensionality, slice axis).
+        If the model and the input do not fit (bands, dimensionality, slice axis). A single-band
+        model is applied to each band of a multiband input in turn.
 
     Examples
     --------
@@ -364,9 +365,15 @@ def upscale(
             progress=progress,
         )
 
-    y = _apply_tta(run, xt, scale, img.meta.spacing) if tta else run(xt)
-    if consistency:
-        y = project_consistent(y, xt, loaded.degradation)
+    # a single-band model serves every band of a multiband raster, one band at a time
+    bands = [xt] if loaded.in_channels == xt.shape[1] else list(xt.split(1, dim=1))
+    outs = []
+    for band in bands:
+        yb = _apply_tta(run, band, scale, img.meta.spacing) if tta else run(band)
+        if consistency:
+            yb = project_consistent(yb, band, loaded.degradation)
+        outs.append(yb)
+    y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
     zoomed_shape(img.spatial_shape, scale)  # raises for impossible shapes (never for integer scales)
     meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(

@@ -223,6 +223,15 @@ def ssim(
     return float(smap[m].mean())
 
 
+def sharpness(image: np.ndarray, *, mask: np.ndarray | None = None) -> float:
+    """High-frequency energy: the mean squared Laplacian over ``mask`` (2D or 3D array)."""
+    from scipy import ndimage
+
+    lap = ndimage.laplace(np.asarray(image, dtype=np.float64), mode="nearest")
+    m = _mask_or_all(mask, lap.shape)
+    return float(np.mean(lap[m] ** 2)) if m.any() else float("nan")
+
+
 def score(
     reference: np.ndarray,
     test: np.ndarray,
@@ -233,7 +242,10 @@ def score(
     """PSNR and SSIM of ``(C, *S)`` arrays: the mean over channels and one value per channel."""
     per_psnr = [psnr(r, t, mask=mask, data_range=data_range) for r, t in zip(reference, test)]
     per_ssim = [ssim(r, t, mask=mask, data_range=data_range) for r, t in zip(reference, test)]
+    # 1.0 = as much fine detail as the reference; interpolation is below 1, over-sharpening above
+    hf = [sharpness(t, mask=mask) / max(sharpness(r, mask=mask), 1e-30) for r, t in zip(reference, test)]
     return {
+        "hf_energy_ratio": float(np.mean(hf)),
         "psnr": float(np.mean(per_psnr)),
         "ssim": float(np.mean(per_ssim)),
         "psnr_per_band": per_psnr,
@@ -376,7 +388,10 @@ def evaluate(
             entry["baselines"][best]["psnr"],
         )
     mean: dict[str, Any] = {
-        "model": {k: float(np.mean([f["model"][k] for f in files])) for k in ("psnr", "ssim", "consistency")},
+        "model": {
+            k: float(np.mean([f["model"][k] for f in files]))
+            for k in ("psnr", "ssim", "consistency", "hf_energy_ratio")
+        },
         "baselines": {
             n: {k: float(np.mean([f["baselines"][n][k] for f in files])) for k in ("psnr", "ssim")}
             for n in names
@@ -418,23 +433,19 @@ def _figure(
 
     from .fileutil import atomic_output
 
+    # the slice (last axis) with the most foreground, where the differences matter
+    k_hr = int(np.argmax(fg.sum(axis=(0, 1)))) if fg.ndim == 3 else 0
+
     def cut(a: np.ndarray) -> np.ndarray:
         a = a[0] if a.ndim == ref.ndim else a  # first channel
-        if a.ndim == 3:  # middle slice of the last axis, where the foreground is
-            return np.rot90(a[:, :, a.shape[2] // 2])
-        return a
+        return np.rot90(a[:, :, k_hr]) if a.ndim == 3 else a
 
-    scale = [hi / lo for hi, lo in zip(ref.shape[1:], lq.shape[1:])]
+    factors = [round(h / low) for h, low in zip(ref.shape[1:], lq.shape[1:])]
+    up = lq[0]
+    for ax, f in enumerate(factors[:2]):  # nearest-neighbour display of the input on the same grid
+        up = np.repeat(up, f, axis=ax)
+    lq2 = np.rot90(up[:, :, min(k_hr // factors[2], up.shape[2] - 1)]) if lq.ndim == 4 else up
     ref2, base2, pred2 = cut(ref), cut(baseline), cut(pred)
-    lq2 = (
-        cut(np.repeat(np.repeat(lq, int(scale[0]), axis=1), int(scale[1]), axis=2)) if lq.ndim == 3 else None
-    )
-    if lq.ndim == 4:
-        k = round(ref.shape[3] // 2 / scale[2])
-        lq_slice = np.repeat(
-            np.repeat(lq[0, :, :, min(k, lq.shape[3] - 1)], int(scale[0]), 0), int(scale[1]), 1
-        )
-        lq2 = np.rot90(lq_slice)
     vmin, vmax = np.percentile(ref2, [0.5, 99.5])
     err_max = float(np.percentile(np.abs(base2 - ref2), 99.5)) or 1.0
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), layout="constrained")
@@ -480,7 +491,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(row("mean", report["mean"]))
     lines.append(
         f"PSNR in dB (masked, normalised units); gain = model minus the best baseline "
-        f"({report['mean']['best_baseline']}); consistency error {report['mean']['model']['consistency']:.2e}"
+        f"({report['mean']['best_baseline']}); consistency error {report['mean']['model']['consistency']:.2e}; "
+        f"high-frequency energy vs reference: model {report['mean']['model']['hf_energy_ratio']:.2f}, "
+        f"{report['mean']['best_baseline']} {report['mean']['baselines'][report['mean']['best_baseline']]['hf_energy_ratio']:.2f}"
     )
     return "\n".join(lines)
 

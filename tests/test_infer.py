@@ -219,8 +219,8 @@ def test_mismatched_bands_and_dimensions() -> None:
         upscale(iso.replace(meta=iso.meta.replace(affine=np.eye(4))), stand_in((1, 1, 4), method="slice"))
 
 
-def _saved_model(tmp_path: Path) -> Path:
-    net = build_model("residual", spatial_dims=2, in_channels=1, scale=2, features=4, blocks=1)
+def _saved_model(tmp_path: Path, channels: int = 1) -> Path:
+    net = build_model("residual", spatial_dims=2, in_channels=channels, scale=2, features=4, blocks=1)
     deg = Degradation("area", (2, 2))
     save_model(
         tmp_path / "model",
@@ -244,15 +244,15 @@ def test_saved_model_loads_without_pickle_and_predicts(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_mismatch_and_existing_output(tmp_path: Path) -> None:
-    model_dir = _saved_model(tmp_path)
+    model_dir = _saved_model(tmp_path, channels=2)
     rgb = Image(np.zeros((3, 12, 12), np.float32), SpatialMeta(np.eye(3), crs="EPSG:32618", format="geotiff"))
     src = write(rgb, tmp_path / "rgb.tif")
     result = CliRunner().invoke(main, ["upscale", str(model_dir), str(src), str(tmp_path / "out.tif")])
     assert result.exit_code == 2
-    assert "expects 1 band(s) but the input has 3" in result.output
+    assert "expects 2 band(s) but the input has 3" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out.tif").exists()
-    gray = write(Image(np.ones((1, 12, 12), np.float32), rgb.meta), tmp_path / "gray.tif")
+    gray = write(Image(np.ones((2, 12, 12), np.float32), rgb.meta), tmp_path / "gray.tif")
     existing = tmp_path / "exists.tif"
     existing.write_bytes(b"keep me")
     result = CliRunner().invoke(main, ["upscale", str(model_dir), str(gray), str(existing)])
@@ -287,3 +287,10 @@ def test_streaming_matches_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyP
     a, b = read(mem_path), read(stream_path)
     np.testing.assert_allclose(a.affine, b.affine)
     assert np.abs(a.data - b.data).max() < 1e-3 * float(np.ptp(a.data))
+
+
+def test_single_band_model_serves_every_band() -> None:
+    img = Image(np.random.default_rng(2).random((3, 8, 8)).astype(np.float32), SpatialMeta(np.eye(3)))
+    out = upscale(img, stand_in((2, 2), channels=1, normalization={"method": "percentile"}))
+    assert out.data.shape == (3, 16, 16)
+    np.testing.assert_allclose(out.data, img.data.repeat(2, 1).repeat(2, 2), rtol=1e-5, atol=1e-6)

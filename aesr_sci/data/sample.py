@@ -3,8 +3,11 @@
 The template is one volume, so to keep validation honest (never scored on voxels it trained on) it
 is cut into two non-overlapping slabs along the superior-inferior axis, written as two NIfTI files
 with their exact affines: the lower 60 % (cerebellum, brainstem, temporal lobes, basal ganglia) for
-training and the upper 40 % (cortex, ventricles' roofs) for validation. Real experiments should use
-files split by subject, as the recipes for ``../shared/data`` do.
+training and the upper 40 % (cortex, ventricles' roofs) for validation. At the cut each slab fades
+smoothly to background over 12 mm (a raised-cosine ramp), as a real scan's field of view ends in
+air: a hard cut through the brain would wrap around the periodic field of view of k-space
+truncation and ring, which no real acquisition does. Real experiments should use files split by
+subject, as the recipes for ``../shared/data`` do.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ __all__ = ["sample_dir", "sample_paths"]
 
 log = logging.getLogger(__name__)
 
-_VERSION = "v1"
+_VERSION = "v2"
+_FADE = 12  # voxels over which each slab fades to background at the cut
 _TRAIN_FRACTION = 0.6
 
 
@@ -103,6 +107,16 @@ def _write_sample(directory: Path, paths: dict[str, Path]) -> None:
                 "slab": f"voxels {start}:{stop} along axis {axis}",
             },
         )
-        image = Image(np.ascontiguousarray(data[tuple(index)])[np.newaxis], meta)
+        piece = np.array(data[tuple(index)], dtype=np.float32)
+        # fade to background towards the cut face (not towards the original field of view's edge)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(_FADE) + 0.5) / _FADE)
+        shape = [1, 1, 1]
+        shape[axis] = _FADE
+        cut_at_start = start > 0
+        view = [slice(None)] * 3
+        view[axis] = slice(0, _FADE) if cut_at_start else slice(piece.shape[axis] - _FADE, None)
+        piece[tuple(view)] *= (ramp if cut_at_start else ramp[::-1]).reshape(shape)
+        meta = meta.with_provenance(fade=f"raised-cosine fade to 0 over {_FADE} voxels at the cut face")
+        image = Image(piece[np.newaxis], meta)
         write(image, paths[key], overwrite=True)
     log.info("wrote the default sample to %s", directory)
