@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("nilearn")
 
-from aesr_sci.data.sample import sample_paths  # noqa: E402
-from aesr_sci.io import read  # noqa: E402
+from aesr_sci.data.sample import sample_paths
+from aesr_sci.io import read
 
 
 def test_sample_slabs_are_disjoint_and_fade_at_the_cut(
