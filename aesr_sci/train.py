@@ -647,6 +647,17 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
     return summary
 
 
+def _inference_patch(recipe: Recipe) -> list[int]:
+    """The sliding window (low-resolution voxels) for validation and, by default, inference:
+    ``train.inference_patch``, else twice the training patch, capped at 48 (3D) or 256 (2D)."""
+    d = recipe.data
+    patch = recipe.train.inference_patch
+    if patch is None:
+        cap = 48 if d.spatial_dims == 3 else 256
+        return [min(cap, 2 * p // s) for p, s in zip(d.patch_tuple(), d.scale_tuple())]
+    return list(patch) if isinstance(patch, list) else [patch] * d.spatial_dims
+
+
 def _model_config(
     recipe: Recipe, network: torch.nn.Module, channels: int, summary: dict[str, Any]
 ) -> dict[str, Any]:
@@ -654,11 +665,7 @@ def _model_config(
 
     deg = _degradation(recipe)
     d = recipe.data
-    patch = recipe.train.inference_patch
-    if patch is None:
-        # default window: twice the training patch in low-resolution voxels, capped for memory
-        cap = 48 if d.spatial_dims == 3 else 256
-        patch = [min(cap, 2 * p // s) for p, s in zip(d.patch_tuple(), d.scale_tuple())]
+    patch = _inference_patch(recipe)
     cfg_net = model_config(network.generator if hasattr(network, "generator") else network)
     return {
         "network": cfg_net,
@@ -668,7 +675,7 @@ def _model_config(
         "dtype": summary.get("dtype"),
         "spatial_dims": d.spatial_dims,
         "slice_axis": d.slice_axis,
-        "inference_patch": patch if isinstance(patch, list) else [patch] * d.spatial_dims,
+        "inference_patch": patch,
         "recipe": recipe.name,
         "recipe_source": recipe.source,
     }
@@ -707,11 +714,7 @@ def _validate(
 ) -> dict[str, Any]:
     from .metrics import score
 
-    d = recipe.data
-    patch = recipe.train.inference_patch
-    if patch is None:
-        cap = 48 if d.spatial_dims == 3 else 256
-        patch = [min(cap, 2 * p // s) for p, s in zip(d.patch_tuple(), d.scale_tuple())]
+    patch = _inference_patch(recipe)
     was_training = network.training
     network.eval()
     model_scores, base_scores = [], []
