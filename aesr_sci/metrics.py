@@ -299,8 +299,9 @@ def evaluate(
     -------
     dict
         ``{"model": ..., "files": [{"path", "model": {...}, "baselines": {name: {...}}, ...}],
-        "mean": {...}}``; each score has ``psnr``, ``ssim``, per-band values, and for the model a
-        ``consistency`` error (degrade the output again and compare with the input).
+        "mean": {...}}``; each score has ``psnr``, ``ssim``, per-band values, ``hf_energy_ratio``
+        (mean squared Laplacian against the reference's: 1 means as much fine detail), and for the
+        model a ``consistency`` error (degrade the output again and compare with the input).
     """
     from .checkpoint import LoadedModel, load_model
     from .data.degrade import degrade
@@ -393,7 +394,7 @@ def evaluate(
             for k in ("psnr", "ssim", "consistency", "hf_energy_ratio")
         },
         "baselines": {
-            n: {k: float(np.mean([f["baselines"][n][k] for f in files])) for k in ("psnr", "ssim")}
+            n: {k: float(np.mean([f["baselines"][n][k] for f in files])) for k in ("psnr", "ssim", "hf_energy_ratio")}
             for n in names
         },
     }
