@@ -255,16 +255,27 @@ def score(
 
 # ------------------------------------------------------------------------------------ evaluation
 def _foreground(image: Any) -> np.ndarray:
-    """Valid pixels (satellite) or foreground voxels (MRI: above 5 % of the robust maximum)."""
+    """Valid pixels (satellite) or foreground voxels (MRI).
+
+    MRI foreground: voxels that differ from the background by more than 5 % of the robust
+    intensity range, the background being the median of the volume's outer faces (0 for most
+    scans, a negative constant for z-scored ones such as BRATS).
+    """
     if image.mask is not None:
         return np.asarray(image.mask, dtype=bool)
     data = np.asarray(image.data, dtype=np.float32)
-    mag = np.abs(data).max(axis=0)
-    hi = float(np.percentile(mag, 99.5))
-    lo = float(np.percentile(mag, 0.5))
-    if image.meta.format == "geotiff" or hi <= lo:
-        return np.ones(mag.shape, dtype=bool)
-    return mag > lo + 0.05 * (hi - lo)
+    if image.meta.format == "geotiff":
+        return np.ones(data.shape[1:], dtype=bool)
+    faces = np.concatenate(
+        [np.moveaxis(data, ax, 1)[:, [0, -1]].reshape(data.shape[0], -1) for ax in range(1, data.ndim)],
+        axis=1,
+    )
+    background = np.median(faces, axis=1).reshape((-1,) + (1,) * (data.ndim - 1))
+    dev = np.abs(data - background).max(axis=0)
+    lo, hi = np.percentile(data, [0.5, 99.5])
+    if hi <= lo:
+        return np.ones(dev.shape, dtype=bool)
+    return dev > 0.05 * (hi - lo)
 
 
 def evaluate(
@@ -394,7 +405,10 @@ def evaluate(
             for k in ("psnr", "ssim", "consistency", "hf_energy_ratio")
         },
         "baselines": {
-            n: {k: float(np.mean([f["baselines"][n][k] for f in files])) for k in ("psnr", "ssim", "hf_energy_ratio")}
+            n: {
+                k: float(np.mean([f["baselines"][n][k] for f in files]))
+                for k in ("psnr", "ssim", "hf_energy_ratio")
+            }
             for n in names
         },
     }

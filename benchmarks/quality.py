@@ -61,7 +61,15 @@ def _expand(data: Path, patterns: list[str]) -> list[str]:
     return out
 
 
-def run(name: str, data: Path, minutes: float, out_root: Path) -> dict:
+def _copy_figure(report: dict, name: str) -> None:
+    figures = ROOT / "docs" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    first = report["files"][0].get("figure")
+    if first:
+        shutil.copy(first, figures / f"{name}.png")
+
+
+def run(name: str, data: Path, minutes: float, out_root: Path, evaluate_only: bool = False) -> dict:
     import aesr_sci
     from aesr_sci.metrics import evaluate, format_table
 
@@ -69,6 +77,12 @@ def run(name: str, data: Path, minutes: float, out_root: Path) -> dict:
     recipe = ROOT / "recipes" / f"{name}.yaml"
     run_dir = out_root / name
     t0 = time.perf_counter()
+    if evaluate_only:  # score an existing run again (e.g. after a change to the metrics)
+        old = json.loads((HERE / "results" / "quality.json").read_text())[name]
+        report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
+        print(format_table(report), flush=True)
+        _copy_figure(report, name)
+        return {**old, "test": report}
     result = aesr_sci.train(
         str(recipe),
         out_dir=run_dir,
@@ -82,11 +96,7 @@ def run(name: str, data: Path, minutes: float, out_root: Path) -> dict:
     train_s = time.perf_counter() - t0
     report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
     print(format_table(report), flush=True)
-    figures = ROOT / "docs" / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    first = report["files"][0].get("figure")
-    if first:
-        shutil.copy(first, figures / f"{name}.png")
+    _copy_figure(report, name)
     return {
         "recipe": name,
         "minutes": minutes,
@@ -126,6 +136,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=list(SPLITS))
     parser.add_argument("--minutes", type=float, default=25.0, help="training budget per recipe")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
+    parser.add_argument("--evaluate-only", action="store_true", help="score existing runs again, no training")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"no data folder at {args.data}: pass --data or set AESR_SCI_DATA")
@@ -134,7 +145,7 @@ def main() -> None:
     json_path = results_dir / "quality.json"
     previous = json.loads(json_path.read_text()) if json_path.exists() else {}
     for name in args.recipes:
-        previous[name] = run(name, args.data, args.minutes, args.runs)
+        previous[name] = run(name, args.data, args.minutes, args.runs, args.evaluate_only)
         json_path.write_text(json.dumps(previous, indent=2))
         (results_dir / "quality.md").write_text(table([previous[k] for k in SPLITS if k in previous]) + "\n")
     print(table([previous[k] for k in SPLITS if k in previous]))

@@ -112,3 +112,15 @@ def test_evaluate_reports_table_json_and_figure(tmp_path) -> None:
     assert saved["mean"]["best_baseline"] == "fourier"
     assert np.isfinite(saved["mean"]["model"]["psnr"])
     assert (tmp_path / "fig" / "hr.png").stat().st_size > 1000
+
+
+def test_foreground_ignores_a_constant_negative_background() -> None:
+    """z-scored volumes (BRATS) have a negative constant background: it is not foreground."""
+    from aesr_sci.metrics import _foreground
+    from aesr_sci.spatial import Image, SpatialMeta
+
+    data = np.full((1, 20, 20, 20), -5.4, np.float32)
+    data[0, 5:15, 5:15, 5:15] = np.random.default_rng(0).normal(0, 1, (10, 10, 10))
+    fg = _foreground(Image(data, SpatialMeta(np.eye(4), format="nifti")))
+    assert fg[5:15, 5:15, 5:15].mean() > 0.9
+    assert not fg[:4].any() and not fg[16:].any()
