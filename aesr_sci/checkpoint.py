@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -271,6 +271,13 @@ def load_state(
             f"nothing to resume in {directory}: no {STATE_JSON}/{STATE_WEIGHTS} (start without --resume)"
         )
     meta = json.loads(json_path.read_text(encoding="utf-8"))
+    with safe_open(str(weights), framework="pt") as fh:
+        saved_step = (fh.metadata() or {}).get("step")
+    if saved_step is not None and int(saved_step) != int(meta["step"]):
+        raise ModelError(
+            f"{directory}: {STATE_WEIGHTS} (step {saved_step}) and {STATE_JSON} (step {meta['step']}) do not "
+            "belong together (the run was stopped while saving): start the run again with --overwrite"
+        )
     tensors = load_file(str(weights))
     for name, module in modules.items():
         prefix = f"module/{name}/"

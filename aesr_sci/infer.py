@@ -34,7 +34,7 @@ import torch
 from . import __version__
 from .checkpoint import LoadedModel, load_model
 from .errors import FileFormatError, MismatchError
-from .spatial import Image, zoomed_shape
+from .spatial import Image
 
 __all__ = ["fill_nodata", "predict", "project_consistent", "select_device", "upscale", "upscale_files"]
 
@@ -375,7 +375,6 @@ def upscale(
         outs.append(yb)
     y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    zoomed_shape(img.spatial_shape, scale)  # raises for impossible shapes (never for integer scales)
     meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
         **_provenance(loaded, tta=tta, consistency=consistency)
     )

@@ -8,7 +8,6 @@ weak baseline; the tests check the positions.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -278,6 +277,28 @@ def _foreground(image: Any) -> np.ndarray:
     return dev > 0.05 * (hi - lo)
 
 
+def degraded_pair(hr: Any, degradation: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Degrade a high-resolution image for scoring: ``(lq, reference, mask)``.
+
+    ``lq`` is the degraded :class:`~aesr_sci.spatial.Image` (no noise, no random blur), the
+    reference is the high-resolution data cropped to the extent the low-resolution grid covers, and
+    the mask marks the voxels that are scored (:func:`_foreground`). Training validation and
+    :func:`evaluate` both use it, so they score the same thing.
+    """
+    from .data.degrade import degrade
+
+    lq = degrade(hr, scale=degradation.scale, method=degradation.method, **degradation.nominal_params)
+    crop = tuple(slice(0, n * s) for n, s in zip(lq.spatial_shape, degradation.scale_for(hr.spatial_dims)))
+    reference = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)
+    mask = _foreground(hr.replace(data=reference, mask=None if hr.mask is None else hr.mask[crop]))
+    return lq, reference, mask
+
+
+def normalized_range(reference: np.ndarray, mask: np.ndarray) -> float:
+    """The data range used for PSNR: of the channels' maximum, inside ``mask``."""
+    return _data_range(reference.max(axis=0), mask)
+
+
 def evaluate(
     model: Any,
     paths: Sequence[str | os.PathLike[str]],
@@ -338,14 +359,9 @@ def evaluate(
     files: list[dict[str, Any]] = []
     for path in paths:
         hr = read(path)
-        lq = degrade(hr, scale=loaded.scale, method=deg.method, **deg.nominal_params)
-        hr_shape = tuple(n * s for n, s in zip(lq.spatial_shape, loaded.scale))
-        ref = np.asarray(hr.data[(slice(None), *[slice(0, n) for n in hr_shape])], dtype=np.float64)
-        fg = _foreground(
-            hr.replace(
-                data=ref, mask=None if hr.mask is None else hr.mask[tuple(slice(0, n) for n in hr_shape)]
-            )
-        )
+        lq, ref32, fg = degraded_pair(hr, deg)
+        ref = ref32.astype(np.float64)
+        hr_shape = ref.shape[1:]
         out = upscale(lq, loaded, device=device, patch_size=patch_size, progress=progress)
         pred = np.asarray(out.data, dtype=np.float64)
         # score in normalised units so PSNR is comparable across files and domains
@@ -355,7 +371,7 @@ def evaluate(
             return np.asarray(normalizer.apply(a.astype(np.float32), stats), dtype=np.float64)
 
         ref_n = norm(ref)
-        rng = _data_range(ref_n.max(axis=0) if ref_n.shape[0] > 1 else ref_n[0], fg)
+        rng = normalized_range(ref_n, fg)
         entry: dict[str, Any] = {
             "path": str(path),
             "shape": list(hr_shape),
@@ -511,8 +527,3 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['mean']['best_baseline']} {report['mean']['baselines'][report['mean']['best_baseline']]['hf_energy_ratio']:.2f}"
     )
     return "\n".join(lines)
-
-
-def dumps(report: dict[str, Any]) -> str:
-    """JSON text of a report."""
-    return json.dumps(report, indent=2)

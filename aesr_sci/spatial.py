@@ -36,6 +36,7 @@ __all__ = [
     "Image",
     "SpatialMeta",
     "as_scale",
+    "as_int_scale",
     "voxel_to_world",
     "zoom_affine",
     "zoomed_shape",
@@ -81,6 +82,41 @@ def as_scale(scale: float | Sequence[float], spatial_dims: int, *, name: str = "
     if any(not np.isfinite(s) or s <= 0 for s in factors):
         raise ValueError(f"{name} factors must be positive (got {list(factors)})")
     return factors
+
+
+def as_int_scale(
+    scale: float | Sequence[float], spatial_dims: int | None = None, *, name: str = "scale"
+) -> tuple[int, ...]:
+    """Like :func:`as_scale`, for whole-number factors of at least 1 (networks, degradations).
+
+    ``spatial_dims=None`` keeps the number of factors given.
+
+    Raises
+    ------
+    ValueError
+        If a factor is not a whole number of at least 1, or the count does not match.
+
+    Examples
+    --------
+    >>> as_int_scale([1, 1, 4], 3)
+    (1, 1, 4)
+    """
+    values = [scale] if isinstance(scale, (int, float, np.integer, np.floating)) else list(scale)
+    if not values:
+        raise ValueError(f"{name} is empty: give one factor, or one per spatial axis")
+    bad = [
+        v
+        for v in values
+        if isinstance(v, bool)
+        or not isinstance(v, (int, float, np.integer, np.floating))
+        or v < 1
+        or float(v) != int(v)
+    ]
+    if bad:
+        raise ValueError(f"{name} factors must be whole numbers >= 1, one per spatial axis (got {values!r})")
+    if spatial_dims is None:
+        return tuple(int(v) for v in values)
+    return tuple(int(v) for v in as_scale(values, spatial_dims, name=name))
 
 
 def zoom_affine(affine: np.ndarray, zoom: float | Sequence[float], *, convention: Convention) -> np.ndarray:

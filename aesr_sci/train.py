@@ -682,30 +682,23 @@ def _model_config(
 
 
 def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
-    from .data.degrade import degrade
+    from .infer import fill_nodata
     from .io import read
-    from .metrics import _data_range, _foreground, interpolate
+    from .metrics import degraded_pair, interpolate, normalized_range
 
     deg = _degradation(recipe)
     normalizer = _normalizer(recipe)
     baseline = "fourier" if deg.convention == "origin" else "cubic"
     items = []
     for path in files:
-        hr = read(path)
-        lq = degrade(hr, scale=deg.scale, method=deg.method, **deg.nominal_params)
-        shape = tuple(n * s for n, s in zip(lq.spatial_shape, deg.scale))
-        crop = tuple(slice(0, n) for n in shape)
-        gt = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)
-        fg = _foreground(hr.replace(data=gt, mask=None if hr.mask is None else hr.mask[crop]))
-        stats = normalizer.fit(np.asarray(lq.data, np.float32), mask=lq.mask)
-        lq_n = np.asarray(normalizer.apply(np.asarray(lq.data, np.float32), stats), dtype=np.float32)
-        from .infer import fill_nodata
-
-        lq_n = fill_nodata(lq_n, lq.mask)
+        lq, gt, fg = degraded_pair(read(path), deg)
+        lq_data = np.asarray(lq.data, np.float32)
+        stats = normalizer.fit(lq_data, mask=lq.mask)  # as at inference: statistics of the input
+        lq_n = fill_nodata(np.asarray(normalizer.apply(lq_data, stats), dtype=np.float32), lq.mask)
         gt_n = np.asarray(normalizer.apply(gt, stats), dtype=np.float32)
         base = interpolate(lq_n, deg.scale, convention=deg.convention, method=baseline).astype(np.float32)
-        rng = _data_range(gt_n.max(axis=0), fg)
-        items.append(_ValItem(path, torch.from_numpy(np.ascontiguousarray(lq_n))[None], gt_n, fg, base, rng))
+        lq_t = torch.from_numpy(np.ascontiguousarray(lq_n))[None]
+        items.append(_ValItem(path, lq_t, gt_n, fg, base, normalized_range(gt_n, fg)))
     return items
 
 

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, RecipeError
-from ..spatial import Image, as_scale
+from ..spatial import Image, as_int_scale, as_scale
 
 __all__ = [
     "METHODS",
@@ -103,21 +103,10 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
 
 
 def _as_int_scale(scale: Any) -> tuple[int, ...]:
-    if isinstance(scale, (int, float, np.integer, np.floating)):
-        values: tuple[Any, ...] = (scale,)
-    else:
-        values = tuple(scale)
-    out = []
-    for s in values:
-        if not isinstance(s, (int, float, np.integer, np.floating)) or float(s) != round(float(s)) or s < 1:
-            raise RecipeError(
-                f"degradation scale must be whole numbers >= 1, one per spatial axis (got {list(values)}); "
-                "non-integer factors are not supported"
-            )
-        out.append(round(float(s)))
-    if not out:
-        raise RecipeError("degradation scale is empty: give one factor, or one per spatial axis")
-    return tuple(out)
+    try:
+        return as_int_scale(scale, name="degradation scale")
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"{exc}; non-integer factors are not supported") from None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from monai.networks.layers import Conv
 from torch import nn
 
 from ..errors import ModelError
+from ..spatial import as_int_scale
 
 __all__ = [
     "CONVENTIONS",
@@ -66,20 +67,10 @@ def parse_scale(scale: Any, spatial_dims: int) -> tuple[int, ...]:
     >>> parse_scale([1, 2], 2)
     (1, 2)
     """
-    values = list(scale) if isinstance(scale, (tuple, list)) else [scale]
-    if len(values) == 1:
-        values = values * spatial_dims
-    if len(values) != spatial_dims:
-        raise ModelError(
-            f"scale {scale!r} has {len(values)} factors but spatial_dims is {spatial_dims}: "
-            f"give one integer or {spatial_dims} integers"
-        )
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v) or int(v) < 1:
-            raise ModelError(f"scale factors must be whole numbers >= 1 (got {scale!r})")
-        out.append(int(v))
-    return tuple(out)
+    try:
+        return as_int_scale(scale, spatial_dims)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{exc}; spatial_dims is {spatial_dims}") from None
 
 
 def interpolate(x: torch.Tensor, scale: list[int], convention: str) -> torch.Tensor:
