@@ -218,6 +218,18 @@ def geotiff_path(tmp_path: Path) -> Path:
     return write_geotiff(tmp_path / "utm.tif")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip, with the reason, on a machine without CUDA (CI has none)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (no GPU on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """The real data folder; skips the test when it is absent."""

@@ -114,6 +114,16 @@ def test_fourier_skip_keeps_samples_and_band_limited_signals(n):
     assert torch.allclose(y[..., ::3], x, atol=1e-9)  # origin grid: output 3k sits on input k
 
 
+def test_fourier_skip_stays_float32_under_mixed_precision():
+    # bfloat16 keeps 8 bits of mantissa: a skip computed in it would be off by ~1e-2 of the signal
+    x = torch.rand(1, 1, 12, 10, generator=torch.Generator().manual_seed(0)) + 10.0
+    ref = fourier_interpolate(x, [2, 2])
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = fourier_interpolate(x, [2, 2])
+    assert mixed.dtype == torch.float32
+    assert (mixed - ref).abs().max() < 1e-4
+
+
 # ---------------------------------------------------------------------------------- training
 def _pair(dims: int, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
