@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import __version__
 from .checkpoint import load_state, save_model, save_state, write_json
-from .errors import DataError, OutputExistsError, RecipeError
+from .errors import DataError, MismatchError, OutputExistsError, RecipeError
 from .fileutil import atomic_output
 from .recipe import Recipe, load_recipe
 
@@ -284,6 +284,7 @@ class TrainResult:
     best_step: int | None
     best: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    keep: str = "best"
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -294,7 +295,7 @@ class TrainResult:
             b = self.best
             lines.append(
                 f"validation: model {b['val_psnr']:.2f} dB (SSIM {b['val_ssim']:.3f}) vs {b['baseline']} "
-                f"{b['baseline_psnr']:.2f} dB: {b['gain_db']:+.2f} dB (best at step {self.best_step})"
+                f"{b['baseline_psnr']:.2f} dB: {b['gain_db']:+.2f} dB ({self.keep} at step {self.best_step})"
             )
         return "\n".join(lines)
 
@@ -358,6 +359,12 @@ def train(
     if distributed:
         import torch.distributed as dist
 
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if dev.type == "cuda" and local >= torch.cuda.device_count():
+            raise MismatchError(
+                f"torchrun started process {local} on a node with {torch.cuda.device_count()} GPU(s): "
+                "use --nproc_per_node at most the number of GPUs, or --device cpu"
+            )
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         if dev.type == "cuda":
@@ -470,6 +477,7 @@ def train(
         dynamic_ncols=True,
     )
     adv_start = int(t_cfg.adversarial.start_fraction * total_steps)
+    keep = t_cfg.keep if t_cfg.keep != "auto" else ("last" if is_gan else "best")
     running = None
     interrupted = False
     last_val: dict[str, Any] = {}
@@ -488,7 +496,7 @@ def train(
             scores = _validate(generator, val_items, recipe, dev, predict)
             row.update(scores)
             last_val = scores
-            if scores["val_psnr"] > best_psnr:
+            if keep == "best" and scores["val_psnr"] > best_psnr:
                 best_psnr, best_step, best = scores["val_psnr"], step_now, scores
                 save_model(
                     out / "model", generator, {**model_config, "training": {"step": step_now, **scores}}
@@ -605,10 +613,17 @@ def train(
     if distributed:
         torch.distributed.barrier()
     minutes = (elapsed_before + time.perf_counter() - t0) / 60
-    if rank == 0 and best_step is None:  # no validation files scored: keep the last weights
-        save_model(out / "model", generator, {**model_config, "training": {"step": step}})
+    if rank == 0 and (keep == "last" or best_step is None):  # the final weights are the model
+        best_step, best = step, last_val
+        save_model(out / "model", generator, {**model_config, "training": {"step": step, **last_val}})
     return TrainResult(
-        run_dir=out, steps=step, minutes=minutes, best_step=best_step, best=best, device=str(dev)
+        run_dir=out,
+        steps=step,
+        minutes=minutes,
+        best_step=best_step,
+        best=best,
+        device=str(dev),
+        keep="last" if best_step == step and keep == "last" else "best",
     )
 
 

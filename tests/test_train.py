@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -183,6 +184,22 @@ def test_gan_trains(tmp_path: Path) -> None:
     assert result.steps == 4
     tensors = load_file(str(tmp_path / "gan" / "state.safetensors"))
     assert any(k.startswith("module/discriminator/") for k in tensors)
+    # a GAN keeps its final weights: choosing by validation PSNR would undo the adversarial loss
+    saved = json.loads((tmp_path / "gan" / "model" / "model.json").read_text())
+    assert saved["training"]["step"] == 4 and result.best_step == 4 and result.keep == "last"
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_chooses_the_saved_weights(tmp_path: Path, keep: str) -> None:
+    paths = write_volumes(tmp_path / "data")
+    recipe = tiny_recipe(paths, max_steps=6, val_every=1, keep=keep, lr=0.05)  # a jumpy run
+    result = train(recipe, out_dir=tmp_path / keep)
+    saved = json.loads((tmp_path / keep / "model" / "model.json").read_text())["training"]
+    with (tmp_path / keep / "log.csv").open() as fh:
+        scores = {int(r["step"]): float(r["val_psnr"]) for r in csv.DictReader(fh)}
+    expected = max(scores, key=lambda k: scores[k]) if keep == "best" else 6
+    assert saved["step"] == expected == result.best_step
+    assert saved["val_psnr"] == pytest.approx(scores[expected], abs=1e-3)
 
 
 def test_distributed_two_cpu_processes(tmp_path: Path) -> None:
@@ -207,6 +224,8 @@ def test_distributed_two_cpu_processes(tmp_path: Path) -> None:
         str(recipe),
         "--out",
         str(tmp_path / "ddp"),
+        "--device",
+        "cpu",  # two processes on the CPU (gloo), also on a machine with fewer GPUs than processes
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
