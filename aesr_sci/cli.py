@@ -196,7 +196,7 @@ def train(
 
     The recipe is validated first (unknown keys, wrong types, patch sizes that the scale does not
     divide): one line per problem. Training runs on CUDA with mixed precision when available,
-    otherwise on all CPU cores, stops cleanly at train.max_minutes, and keeps the best model.
+    otherwise on all CPU cores, stops cleanly at train.max_minutes, and keeps the best model (the last one for a GAN; see train.keep).
 
     \b
     Example:

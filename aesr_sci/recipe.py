@@ -207,9 +207,16 @@ class TrainSection(_Strict):
     )
     max_steps: int = Field(default=2000, gt=0, description="Optimisation steps at most.")
     max_minutes: float | None = Field(
-        default=None, gt=0, description="Wall-clock budget: training stops cleanly and keeps the best model."
+        default=None,
+        gt=0,
+        description="Wall-clock budget: training stops cleanly and keeps the model (see keep).",
     )
     val_every: int = Field(default=200, gt=0, description="Validate (and checkpoint) every N steps.")
+    keep: Literal["auto", "best", "last"] = Field(
+        default="auto",
+        description="Weights saved as the model: best = highest validation PSNR, last = the final step; "
+        "auto = last for gan (selecting by PSNR would undo what the adversarial loss adds), else best.",
+    )
     val_max_files: int = Field(default=4, gt=0, description="At most this many validation files are scored.")
     seed: int = Field(default=0, description="Seeds the weights, the patches and the file split.")
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
