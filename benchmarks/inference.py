@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import emit
 
 HERE = Path(__file__).resolve().parent
 
@@ -225,10 +226,7 @@ def main() -> None:
         "",
     ]
     lines += memory(args.reference)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from _report import emit
 
 from aesr_sci.nets import build_model, interpolate, model_names
 from aesr_sci.nets.registry import describe_models
@@ -121,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             bench(2, 6, size=512, window=512, repeats=args.repeats),
         ),
     ]
-    text = "\n".join(parts) + "\n"
-    sys.stdout.write(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(parts, args.out)
     return 0
 
 

@@ -27,6 +27,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _report import emit
 
 from aesr_sci.nets import build_model, interpolate
 
@@ -127,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---:|",
         *[f"| {n} | {s} | {a:.2f} | {f:.2f} |" for n, s, a, f in rows],
     ]
-    text = "\n".join(lines) + "\n"
-    sys.stdout.write(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(lines, args.out)
     return 0
 
 

@@ -69,7 +69,15 @@ def _copy_figure(report: dict, name: str) -> None:
         shutil.copy(first, figures / f"{name}.png")
 
 
-def run(name: str, data: Path, minutes: float, out_root: Path, evaluate_only: bool = False) -> dict:
+def run(
+    name: str,
+    data: Path,
+    minutes: float,
+    out_root: Path,
+    results_dir: Path,
+    evaluate_only: bool = False,
+    extra: list[str] = (),
+) -> dict:
     import aesr_sci
     from aesr_sci.metrics import evaluate, format_table
 
@@ -78,7 +86,7 @@ def run(name: str, data: Path, minutes: float, out_root: Path, evaluate_only: bo
     run_dir = out_root / name
     t0 = time.perf_counter()
     if evaluate_only:  # score an existing run again (e.g. after a change to the metrics)
-        old = json.loads((HERE / "results" / "quality.json").read_text())[name]
+        old = json.loads((results_dir / "quality.json").read_text())[name]
         report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
         print(format_table(report), flush=True)
         _copy_figure(report, name)
@@ -91,6 +99,7 @@ def run(name: str, data: Path, minutes: float, out_root: Path, evaluate_only: bo
             f"data.paths={json.dumps(train_p)}",
             f"data.val_paths={json.dumps(val_p)}",
             f"train.max_minutes={minutes}",
+            *extra,
         ],
     )
     train_s = time.perf_counter() - t0
@@ -105,6 +114,8 @@ def run(name: str, data: Path, minutes: float, out_root: Path, evaluate_only: bo
         "validation": result.best,
         "train_files": train_p,
         "val_files": val_p,
+        "overrides": list(extra),
+        "device": result.device,
         "test": report,
     }
 
@@ -137,15 +148,21 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25.0, help="training budget per recipe")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--evaluate-only", action="store_true", help="score existing runs again, no training")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override"
+    )
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="where quality.md/json go")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"no data folder at {args.data}: pass --data or set AESR_SCI_DATA")
-    results_dir = HERE / "results"
-    results_dir.mkdir(exist_ok=True)
+    results_dir = args.results
+    results_dir.mkdir(parents=True, exist_ok=True)
     json_path = results_dir / "quality.json"
     previous = json.loads(json_path.read_text()) if json_path.exists() else {}
     for name in args.recipes:
-        previous[name] = run(name, args.data, args.minutes, args.runs, args.evaluate_only)
+        previous[name] = run(
+            name, args.data, args.minutes, args.runs, results_dir, args.evaluate_only, args.set
+        )
         json_path.write_text(json.dumps(previous, indent=2))
         (results_dir / "quality.md").write_text(table([previous[k] for k in SPLITS if k in previous]) + "\n")
     print(table([previous[k] for k in SPLITS if k in previous]))

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _report import emit
 from torch.utils.data import DataLoader
 
 from aesr_sci.data.degrade import Degradation
@@ -215,10 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         logger.info(rows[-1])
 
-    text = "\n".join(header + rows + mem_lines) + "\n"
-    sys.stdout.write(text)
-    if args.out is not None:
-        args.out.write_text(text)
+    emit(header + rows + mem_lines, args.out)
     return 0
 
 
