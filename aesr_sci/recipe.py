@@ -236,6 +236,12 @@ class GpuSection(_Strict):
     patch_size: int | list[int] | None = Field(default=None, description="data.patch_size on CUDA.")
     lr: float | None = Field(default=None, gt=0, description="train.lr on CUDA.")
     max_steps: int | None = Field(default=None, gt=0, description="train.max_steps on CUDA.")
+    num_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="train.num_workers on CUDA; default: train.num_workers, or if that is 0, one per "
+        "CPU core but one, at most 8 (the sampler alone in the main process would starve the GPU).",
+    )
 
 
 class Recipe(_Strict):
@@ -261,6 +267,7 @@ class Recipe(_Strict):
             ("data", "patch_size", g.patch_size),
             ("train", "lr", g.lr),
             ("train", "max_steps", g.max_steps),
+            ("train", "num_workers", g.num_workers if g.num_workers is not None else _gpu_workers(raw)),
         ):
             if value is not None:
                 raw[section][key] = value
@@ -268,6 +275,13 @@ class Recipe(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _gpu_workers(raw: dict[str, Any]) -> int | None:
+    """Sampler workers on CUDA when the recipe asks for none: one per core but one, at most 8."""
+    if raw["train"]["num_workers"]:
+        return None  # the recipe's own train.num_workers stands
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -101,6 +101,19 @@ def test_gpu_section_applies_only_on_cuda() -> None:
     assert g.train.batch_size == 16 and g.data.patch_tuple() == (64, 64, 64)
 
 
+def test_gpu_section_gives_the_sampler_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = load_recipe(BASE)
+    assert r.for_device("cpu").train.num_workers == 0
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert r.for_device("cuda").train.num_workers == 8  # one per core but one, at most 8
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert r.for_device("cuda").train.num_workers == 1
+    explicit = load_recipe(BASE, overrides=["gpu.num_workers=3"])
+    assert explicit.for_device("cuda").train.num_workers == 3
+    own = load_recipe(BASE, overrides=["train.num_workers=2"])
+    assert own.for_device("cuda").train.num_workers == 2
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_shipped_recipes_validate(path: Path) -> None:
     recipe = load_recipe(path)
