@@ -242,7 +242,9 @@ def _apply_tta(run: Any, x: torch.Tensor, scale: Sequence[int], spacing: Sequenc
     return torch.stack(outputs).mean(0)
 
 
-def _check_fit(model: LoadedModel, image: Image, source: str) -> None:
+def check_fit(model: LoadedModel, image: Image, source: str, *, thick_slices: bool = True) -> None:
+    """Raise :class:`MismatchError` if ``model`` cannot upscale ``image``: dimensions, bands, and
+    (``thick_slices``, for inputs rather than high-resolution references) the thick-slice axis."""
     if image.spatial_dims != model.spatial_dims:
         kind = {2: "2D (rasters or slices)", 3: "3D (volumes)"}
         raise MismatchError(
@@ -256,7 +258,7 @@ def _check_fit(model: LoadedModel, image: Image, source: str) -> None:
             + (f" (the model's bands: {', '.join(model.band_names)})" if model.band_names else "")
         )
     scale = model.scale
-    if len(set(scale)) > 1:  # anisotropic model: the input's thick axis must be the model's
+    if thick_slices and len(set(scale)) > 1:  # anisotropic model: the input's thick axis must be the model's
         spacing = image.meta.spacing
         thick = int(np.argmax(scale))
         ratio = spacing[thick] / min(spacing[a] for a in range(len(scale)) if a != thick)
@@ -340,7 +342,7 @@ def upscale(
     source = str(image) if not isinstance(image, Image) else "input"
     img = read(image) if not isinstance(image, Image) else image
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    _check_fit(loaded, img, source)
+    check_fit(loaded, img, source)
     dev = select_device(device)
     network = loaded.network.to(dev).eval()
     scale = loaded.scale
@@ -453,7 +455,7 @@ def upscale_files(
         meta, shape = read_meta(src)
         streaming = math.prod(shape) > _STREAM_PIXELS if stream is None else stream
         if meta.format == "geotiff" and streaming and not consistency:
-            _check_fit(
+            check_fit(
                 loaded, Image(np.zeros((shape[0],) + (1,) * (len(shape) - 1), np.float32), meta), str(src)
             )
             _upscale_streaming(

@@ -336,85 +336,50 @@ def evaluate(
         model a ``consistency`` error (degrade the output again and compare with the input).
     """
     from .checkpoint import LoadedModel, load_model
-    from .data.degrade import degrade
+    from .errors import FileWriteError
     from .fileutil import check_output
-    from .infer import upscale
-    from .io import read
 
+    if not paths:
+        raise ValueError("give at least one high-resolution file to evaluate on")
     if json_path is not None:
         check_output(json_path, overwrite=overwrite)
-    if figures is not None:
-        Path(figures).mkdir(parents=True, exist_ok=True)
+    fig_dir = Path(figures) if figures is not None else None
+    fig_targets = [fig_dir / n for n in figure_names(paths)] if fig_dir is not None else []
+    if fig_dir is not None:
+        if fig_dir.exists() and not fig_dir.is_dir():
+            raise FileWriteError(f"{fig_dir} is a file: give a directory for the figures")
+        for target in fig_targets:  # refuse before any work, not after the first file
+            if target.exists() and not overwrite:
+                check_output(target, overwrite=False)
+        if not fig_dir.exists():
+            check_output(fig_dir, overwrite=False)  # its parent must exist and be writable
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device="cpu")
-    deg = loaded.degradation
     convention = loaded.convention
     names = (
         list(baselines) if baselines else [b for b in BASELINES if b != "fourier" or convention == "origin"]
     )
-    if not paths:
-        raise ValueError("give at least one high-resolution file to evaluate on")
     from .data.normalize import Normalizer
 
     normalizer = Normalizer.from_dict(loaded.normalization)
     files: list[dict[str, Any]] = []
-    for path in paths:
-        hr = read(path)
-        lq, ref32, fg = degraded_pair(hr, deg)
-        ref = ref32.astype(np.float64)
-        hr_shape = ref.shape[1:]
-        out = upscale(lq, loaded, device=device, patch_size=patch_size, progress=progress)
-        pred = np.asarray(out.data, dtype=np.float64)
-        # score in normalised units so PSNR is comparable across files and domains
-        stats = normalizer.fit(np.asarray(lq.data, dtype=np.float32), mask=lq.mask)
-
-        def norm(a: np.ndarray, stats: Any = stats) -> np.ndarray:
-            return np.asarray(normalizer.apply(a.astype(np.float32), stats), dtype=np.float64)
-
-        ref_n = norm(ref)
-        rng = normalized_range(ref_n, fg)
-        entry: dict[str, Any] = {
-            "path": str(path),
-            "shape": list(hr_shape),
-            "model": score(ref_n, norm(pred), mask=fg, data_range=rng),
-        }
-        # consistency: degrade the output again, compare with the input (relative RMS)
-        again = degrade(out.replace(mask=None), scale=loaded.scale, method=deg.method, **deg.nominal_params)
-        diff = np.asarray(again.data, np.float64) - np.asarray(lq.data, np.float64)
-        denom = float(np.sqrt(np.mean(np.asarray(lq.data, np.float64) ** 2))) or 1.0
-        entry["model"]["consistency"] = float(np.sqrt(np.mean(diff**2)) / denom)
-        base_arrays: dict[str, np.ndarray] = {}
-        entry["baselines"] = {}
-        lq_data = np.asarray(lq.data, dtype=np.float64)
-        for name in names:
-            up = interpolate(lq_data, loaded.scale, convention=convention, method=name)
-            base_arrays[name] = up
-            entry["baselines"][name] = score(ref_n, norm(up), mask=fg, data_range=rng)
-        best = max(entry["baselines"], key=lambda k: entry["baselines"][k]["psnr"])
-        entry["best_baseline"] = best
-        entry["gain_db"] = entry["model"]["psnr"] - entry["baselines"][best]["psnr"]
-        if figures is not None:
-            entry["figure"] = str(
-                _figure(
-                    Path(figures),
-                    Path(path),
-                    lq_data,
-                    base_arrays[best],
-                    pred,
-                    ref,
-                    fg,
-                    best,
-                    entry,
-                    overwrite,
+    made_dir = fig_dir is not None and not fig_dir.exists()
+    existed = {t for t in fig_targets if t.exists()}
+    try:
+        if fig_dir is not None:
+            fig_dir.mkdir(parents=True, exist_ok=True)
+        for path, fig_target in zip(paths, fig_targets or [None] * len(paths)):
+            files.append(
+                _evaluate_file(
+                    path, loaded, names, normalizer, device, patch_size, progress, fig_target, overwrite
                 )
             )
-        files.append(entry)
-        log.info(
-            "%s: model %.2f dB, %s %.2f dB",
-            path,
-            entry["model"]["psnr"],
-            best,
-            entry["baselines"][best]["psnr"],
-        )
+    except BaseException:  # leave no partial output: the figures this call created go too
+        for target in fig_targets:
+            if target not in existed:
+                target.unlink(missing_ok=True)
+        if made_dir and fig_dir is not None and fig_dir.is_dir() and not any(fig_dir.iterdir()):
+            fig_dir.rmdir()
+        raise
     mean: dict[str, Any] = {
         "model": {
             k: float(np.mean([f["model"][k] for f in files]))
@@ -445,8 +410,100 @@ def evaluate(
     return report
 
 
+def _evaluate_file(
+    path: Any,
+    loaded: Any,
+    names: list[str],
+    normalizer: Any,
+    device: str | None,
+    patch_size: Any,
+    progress: bool,
+    fig_target: Path | None,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Score the model and the baselines on one high-resolution file (see :func:`evaluate`)."""
+    from .data.degrade import degrade
+    from .infer import check_fit, upscale
+    from .io import read
+
+    deg = loaded.degradation
+    convention = loaded.convention
+    hr = read(path)
+    check_fit(loaded, hr, str(path), thick_slices=False)  # before degrading it with the model's scale
+    lq, ref32, fg = degraded_pair(hr, deg)
+    ref = ref32.astype(np.float64)
+    hr_shape = ref.shape[1:]
+    out = upscale(lq, loaded, device=device, patch_size=patch_size, progress=progress)
+    pred = np.asarray(out.data, dtype=np.float64)
+    # score in normalised units so PSNR is comparable across files and domains
+    stats = normalizer.fit(np.asarray(lq.data, dtype=np.float32), mask=lq.mask)
+
+    def norm(a: np.ndarray, stats: Any = stats) -> np.ndarray:
+        return np.asarray(normalizer.apply(a.astype(np.float32), stats), dtype=np.float64)
+
+    ref_n = norm(ref)
+    rng = normalized_range(ref_n, fg)
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "shape": list(hr_shape),
+        "model": score(ref_n, norm(pred), mask=fg, data_range=rng),
+    }
+    # consistency: degrade the output again, compare with the input (relative RMS)
+    again = degrade(out.replace(mask=None), scale=loaded.scale, method=deg.method, **deg.nominal_params)
+    diff = np.asarray(again.data, np.float64) - np.asarray(lq.data, np.float64)
+    denom = float(np.sqrt(np.mean(np.asarray(lq.data, np.float64) ** 2))) or 1.0
+    entry["model"]["consistency"] = float(np.sqrt(np.mean(diff**2)) / denom)
+    base_arrays: dict[str, np.ndarray] = {}
+    entry["baselines"] = {}
+    lq_data = np.asarray(lq.data, dtype=np.float64)
+    for name in names:
+        up = interpolate(lq_data, loaded.scale, convention=convention, method=name)
+        base_arrays[name] = up
+        entry["baselines"][name] = score(ref_n, norm(up), mask=fg, data_range=rng)
+    best = max(entry["baselines"], key=lambda k: entry["baselines"][k]["psnr"])
+    entry["best_baseline"] = best
+    entry["gain_db"] = entry["model"]["psnr"] - entry["baselines"][best]["psnr"]
+    if fig_target is not None:
+        entry["figure"] = str(
+            _figure(
+                fig_target,
+                Path(path),
+                lq_data,
+                base_arrays[best],
+                pred,
+                ref,
+                fg,
+                best,
+                entry,
+                overwrite,
+            )
+        )
+    log.info(
+        "%s: model %.2f dB, %s %.2f dB",
+        path,
+        entry["model"]["psnr"],
+        best,
+        entry["baselines"][best]["psnr"],
+    )
+    return entry
+
+
+def figure_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """One PNG name per file, unique even when files share a name in different folders.
+
+    ``pat0006/T1c.nii.gz`` and ``pat0007/T1c.nii.gz`` (the BRATS layout) become
+    ``pat0006_T1c.png`` and ``pat0007_T1c.png``; a file whose name is unique keeps its stem.
+    """
+    stems = [Path(p).name.split(".")[0] for p in paths]
+    names = [
+        f"{Path(p).parent.name}_{s}" if stems.count(s) > 1 and Path(p).parent.name else s
+        for p, s in zip(paths, stems)
+    ]
+    return [f"{i:03d}_{n}.png" if names.count(n) > 1 else f"{n}.png" for i, n in enumerate(names)]
+
+
 def _figure(
-    folder: Path,
+    target: Path,
     path: Path,
     lq: np.ndarray,
     baseline: np.ndarray,
@@ -494,8 +551,6 @@ def _figure(
         ax.axis("off")
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(path.name)
-    stem = path.name.split(".")[0]
-    target = folder / f"{stem}.png"
     with atomic_output(target, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

@@ -61,8 +61,9 @@ def _expand(data: Path, patterns: list[str]) -> list[str]:
     return out
 
 
-def _copy_figure(report: dict, name: str) -> None:
-    figures = ROOT / "docs" / "figures"
+def _copy_figure(report: dict, name: str, figures: Path | None) -> None:
+    if figures is None:
+        return
     figures.mkdir(parents=True, exist_ok=True)
     first = report["files"][0].get("figure")
     if first:
@@ -77,6 +78,7 @@ def run(
     results_dir: Path,
     evaluate_only: bool = False,
     extra: list[str] = (),
+    figures: Path | None = ROOT / "docs" / "figures",
 ) -> dict:
     import aesr_sci
     from aesr_sci.metrics import evaluate, format_table
@@ -89,7 +91,7 @@ def run(
         old = json.loads((results_dir / "quality.json").read_text())[name]
         report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
         print(format_table(report), flush=True)
-        _copy_figure(report, name)
+        _copy_figure(report, name, figures)
         return {**old, "test": report}
     result = aesr_sci.train(
         str(recipe),
@@ -105,7 +107,7 @@ def run(
     train_s = time.perf_counter() - t0
     report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
     print(format_table(report), flush=True)
-    _copy_figure(report, name)
+    _copy_figure(report, name, figures)
     return {
         "recipe": name,
         "minutes": minutes,
@@ -152,7 +154,14 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="extra recipe override"
     )
     parser.add_argument("--results", type=Path, default=HERE / "results", help="where quality.md/json go")
+    parser.add_argument(
+        "--figures",
+        type=Path,
+        default=ROOT / "docs" / "figures",
+        help="where each recipe's first figure is copied ('none': not copied, for side experiments)",
+    )
     args = parser.parse_args()
+    figures = None if str(args.figures) == "none" else args.figures
     if not args.data.is_dir():
         sys.exit(f"no data folder at {args.data}: pass --data or set AESR_SCI_DATA")
     results_dir = args.results
@@ -161,7 +170,7 @@ def main() -> None:
     previous = json.loads(json_path.read_text()) if json_path.exists() else {}
     for name in args.recipes:
         previous[name] = run(
-            name, args.data, args.minutes, args.runs, results_dir, args.evaluate_only, args.set
+            name, args.data, args.minutes, args.runs, results_dir, args.evaluate_only, args.set, figures
         )
         json_path.write_text(json.dumps(previous, indent=2))
         (results_dir / "quality.md").write_text(table([previous[k] for k in SPLITS if k in previous]) + "\n")

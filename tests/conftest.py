@@ -14,6 +14,8 @@ nodata_border=4, band_names=None, ...)``
     An oblique, anisotropic float32 3D volume of shape ``(20, 18, 16)``.
 ``geotiff_path``
     A UTM (EPSG:32618) uint16 3-band raster of 40 x 36 pixels with a 4-pixel nodata (0) collar.
+``save_model_dir(folder, spatial_dims=2, channels=1, method="area", ...)``
+    Saves a tiny untrained ``residual`` network as a run's ``model/`` folder and returns it.
 ``data_dir``
     The real data folder (``$AESR_SCI_DATA`` or ``/work/shared/data``); skips the test when absent.
 """
@@ -192,6 +194,44 @@ def write_geotiff(
         if internal_mask is not None:
             dst.write_mask(np.where(internal_mask, 255, 0).astype(np.uint8))
     return path
+
+
+def save_model_dir(
+    folder: Path,
+    *,
+    spatial_dims: int = 2,
+    channels: int = 1,
+    method: str = "area",
+    convention: str | None = None,
+    patch: int = 16,
+) -> Path:
+    """Save a tiny untrained ``residual`` network (4 features, 1 block) with its settings."""
+    from aesr_sci.checkpoint import save_model
+    from aesr_sci.data.degrade import Degradation
+    from aesr_sci.nets import build_model
+
+    deg = Degradation(method, (2,) * spatial_dims)
+    convention = convention or deg.convention
+    net = build_model(
+        "residual",
+        spatial_dims=spatial_dims,
+        in_channels=channels,
+        scale=2,
+        convention=convention,
+        features=4,
+        blocks=1,
+    )
+    save_model(
+        folder / "model",
+        net,
+        {
+            "network": net.config,
+            "degradation": {**deg.to_dict(), "convention": convention},
+            "normalization": {"method": "percentile"},
+            "inference_patch": [patch] * spatial_dims,
+        },
+    )
+    return folder / "model"
 
 
 @pytest.fixture

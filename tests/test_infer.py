@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import save_model_dir
 
-from aesr_sci.checkpoint import LoadedModel, load_model, save_model
+from aesr_sci.checkpoint import LoadedModel, load_model
 from aesr_sci.cli import main
 from aesr_sci.data.degrade import Degradation
 from aesr_sci.errors import MismatchError, OutputExistsError
@@ -220,19 +221,7 @@ def test_mismatched_bands_and_dimensions() -> None:
 
 
 def _saved_model(tmp_path: Path, channels: int = 1) -> Path:
-    net = build_model("residual", spatial_dims=2, in_channels=channels, scale=2, features=4, blocks=1)
-    deg = Degradation("area", (2, 2))
-    save_model(
-        tmp_path / "model",
-        net,
-        {
-            "network": net.config,
-            "degradation": {**deg.to_dict(), "convention": deg.convention},
-            "normalization": {"method": "percentile"},
-            "inference_patch": [16, 16],
-        },
-    )
-    return tmp_path / "model"
+    return save_model_dir(tmp_path, spatial_dims=2, channels=channels, method="area")
 
 
 def test_saved_model_loads_without_pickle_and_predicts(tmp_path: Path) -> None:

@@ -74,26 +74,11 @@ def test_evaluate_reports_table_json_and_figure(tmp_path) -> None:
     import json
 
     import nibabel as nib
+    from conftest import save_model_dir
 
-    from aesr_sci.checkpoint import save_model
-    from aesr_sci.data.degrade import Degradation
     from aesr_sci.metrics import evaluate, format_table
-    from aesr_sci.nets import build_model
 
-    net = build_model(
-        "residual", spatial_dims=3, in_channels=1, scale=2, convention="origin", features=4, blocks=1
-    )
-    deg = Degradation("kspace", (2, 2, 2))
-    save_model(
-        tmp_path / "model",
-        net,
-        {
-            "network": net.config,
-            "degradation": {**deg.to_dict(), "convention": "origin"},
-            "normalization": {"method": "percentile"},
-            "inference_patch": [8, 8, 8],
-        },
-    )
+    save_model_dir(tmp_path, spatial_dims=3, method="kspace", convention="origin", patch=8)
     g = np.meshgrid(*[np.linspace(-1, 1, 20)] * 3, indexing="ij")
     vol = (np.exp(-(g[0] ** 2 + g[1] ** 2 + g[2] ** 2) * 4) * 100).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "hr.nii.gz")
@@ -124,3 +109,84 @@ def test_foreground_ignores_a_constant_negative_background() -> None:
     fg = _foreground(Image(data, SpatialMeta(np.eye(4), format="nifti")))
     assert fg[5:15, 5:15, 5:15].mean() > 0.9
     assert not fg[:4].any() and not fg[16:].any()
+
+
+def test_evaluate_cli_on_a_multiband_geotiff(tmp_path, make_geotiff) -> None:
+    """The command on a GeoTIFF: table on stdout, per-band scores in JSON, one figure, valid pixels only."""
+    import json
+
+    from click.testing import CliRunner
+    from conftest import save_model_dir
+
+    from aesr_sci.cli import main
+
+    model = save_model_dir(tmp_path, spatial_dims=2, channels=3, method="bicubic")
+    src = make_geotiff(tmp_path / "scene.tif", bands=3, height=40, width=36, nodata=0, nodata_border=4)
+    before = src.read_bytes()
+    args = [
+        "evaluate",
+        str(model),
+        str(src),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--figures",
+        str(tmp_path / "f"),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "scene.tif" in result.output and "mean" in result.output and "lanczos" in result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    (entry,) = report["files"]
+    assert "fourier" not in entry["baselines"]  # only k-space models get the Fourier baseline
+    assert len(entry["model"]["psnr_per_band"]) == 3
+    assert entry["model"]["psnr"] == pytest.approx(np.mean(entry["model"]["psnr_per_band"]))
+    assert entry["shape"] == [40, 36]
+    assert (tmp_path / "f" / "scene.png").stat().st_size > 1000
+    assert src.read_bytes() == before
+    # run again: the JSON exists, so nothing is computed or written without --overwrite
+    (tmp_path / "f" / "scene.png").unlink()
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "already exists" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "f" / "scene.png").exists()
+
+
+def test_evaluate_refuses_bad_input_before_writing(tmp_path, make_nifti, make_geotiff) -> None:
+    from click.testing import CliRunner
+    from conftest import save_model_dir
+
+    from aesr_sci.cli import main
+
+    model = save_model_dir(tmp_path, spatial_dims=3, method="kspace", convention="origin", patch=8)
+    good = make_nifti(tmp_path / "good.nii.gz", shape=(12, 12, 12))
+    figs = tmp_path / "figs"
+    # the second file is missing: one line, exit 2, and the first file's figure is not left behind
+    result = CliRunner().invoke(
+        main, ["evaluate", str(model), str(good), str(tmp_path / "gone.nii.gz"), "--figures", str(figs)]
+    )
+    assert result.exit_code == 2 and "gone.nii.gz" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not figs.exists()
+    # an existing figure is refused up front, and left as it was
+    figs.mkdir()
+    (figs / "good.png").write_bytes(b"mine")
+    result = CliRunner().invoke(main, ["evaluate", str(model), str(good), "--figures", str(figs)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (figs / "good.png").read_bytes() == b"mine"
+    # a 2D raster for a 3D model: a clear mismatch, not a traceback
+    raster = make_geotiff(tmp_path / "x.tif", bands=1)
+    result = CliRunner().invoke(
+        main, ["evaluate", str(model), str(raster), "--json", str(tmp_path / "r.json")]
+    )
+    assert result.exit_code == 2 and "3D" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_figure_names_are_unique_per_file() -> None:
+    from aesr_sci.metrics import figure_names
+
+    assert figure_names(["a/pat0006/T1c.nii.gz", "a/pat0007/T1c.nii.gz", "b/MR.nii.gz"]) == [
+        "pat0006_T1c.png",
+        "pat0007_T1c.png",
+        "MR.png",
+    ]
+    assert figure_names(["x/s/T1.nii", "y/s/T1.nii.gz"]) == ["000_s_T1.png", "001_s_T1.png"]
