@@ -202,14 +202,24 @@ def count_nonfinite(data: np.ndarray, mask: np.ndarray | None = None) -> int:
     return int(np.count_nonzero(bad))
 
 
-def check_finite(data: np.ndarray, mask: np.ndarray | None, path: str | os.PathLike[str]) -> None:
-    """Raise :class:`DataError` if ``data`` holds NaN or Inf in valid pixels."""
+def check_finite(
+    data: np.ndarray, mask: np.ndarray | None, path: str | os.PathLike[str], *, raster: bool = True
+) -> None:
+    """Raise :class:`DataError` if ``data`` holds NaN or Inf in valid pixels.
+
+    The fix the message suggests depends on the format: a raster can mark such pixels as nodata, a
+    volume (``raster=False``: NIfTI has no nodata) needs them replaced.
+    """
     bad = count_nonfinite(data, mask)
     if bad:
+        fix = (
+            "set a nodata value that marks them (e.g. gdal_edit.py -a_nodata nan) or replace them"
+            if raster
+            else "replace them, e.g. with the background value (numpy.nan_to_num)"
+        )
         raise DataError(
-            f"{path}: {bad} of {data.size} values are NaN or Inf in valid pixels; set a nodata value "
-            "that marks them (e.g. gdal_edit.py -a_nodata nan) or replace them, or read with "
-            "check_finite=False"
+            f"{path}: {bad} of {data.size} values are NaN or Inf in valid pixels; {fix}, or read "
+            "with check_finite=False"
         )
 
 

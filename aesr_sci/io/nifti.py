@@ -197,7 +197,7 @@ def read_nifti(
     arr = arr.reshape((*arr.shape[:3], channels))
     data = np.ascontiguousarray(np.moveaxis(arr, 3, 0))
     if check_finite:
-        _check_finite(data, None, path)
+        _check_finite(data, None, path, raster=False)
     return Image(data, _meta(path, img, win))
 
 
