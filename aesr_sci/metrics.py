@@ -345,14 +345,14 @@ def evaluate(
         check_output(json_path, overwrite=overwrite)
     fig_dir = Path(figures) if figures is not None else None
     fig_targets = [fig_dir / n for n in figure_names(paths)] if fig_dir is not None else []
-    if fig_dir is not None:
-        if fig_dir.exists() and not fig_dir.is_dir():
+    if fig_dir is not None:  # refuse before any work, not after the first file
+        if fig_dir.is_dir():
+            for target in fig_targets:
+                check_output(target, overwrite=overwrite)
+        elif fig_dir.exists():
             raise FileWriteError(f"{fig_dir} is a file: give a directory for the figures")
-        for target in fig_targets:  # refuse before any work, not after the first file
-            if target.exists() and not overwrite:
-                check_output(target, overwrite=False)
-        if not fig_dir.exists():
-            check_output(fig_dir, overwrite=False)  # its parent must exist and be writable
+        else:
+            check_output(fig_dir)  # its parent must exist and be writable
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device="cpu")
     convention = loaded.convention
     names = (
