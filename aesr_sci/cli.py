@@ -393,7 +393,7 @@ def sample(split: str) -> None:
     Example:
       aesr-sci evaluate runs/mri_x2 $(aesr-sci sample --split val)
     """
-    from .data.sample import sample_paths
+    from .data.template import sample_paths
 
     for path in sample_paths(split):
         click.echo(path)

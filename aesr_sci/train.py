@@ -89,7 +89,7 @@ def resolve_files(recipe: Recipe) -> tuple[list[str], list[str]]:
     source = recipe.source or "recipe"
     d = recipe.data
     if not d.paths:
-        from .data.sample import sample_paths
+        from .data.template import sample_paths
 
         if d.val_paths:
             raise RecipeError(f"{source}: data.val_paths needs data.paths as well")

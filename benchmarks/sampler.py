@@ -1,4 +1,4 @@
-"""Throughput and memory of the patch sampler (:class:`aesr_sci.data.sampler.PairDataset`).
+"""Throughput and memory of the patch sampler (:class:`aesr_sci.data.dataset.PairDataset`).
 
 Measures, in one run:
 
@@ -36,8 +36,8 @@ import torch
 from _report import emit
 from torch.utils.data import DataLoader
 
+from aesr_sci.data.dataset import PairDataset
 from aesr_sci.data.degrade import Degradation
-from aesr_sci.data.sampler import PairDataset
 
 logger = logging.getLogger("benchmarks.sampler")
 

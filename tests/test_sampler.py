@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from aesr_sci.data.dataset import PairDataset, check_sources
 from aesr_sci.data.degrade import Degradation, degrade
 from aesr_sci.data.normalize import Normalizer
-from aesr_sci.data.sampler import PairDataset, check_sources
 from aesr_sci.errors import DataError
 from aesr_sci.spatial import Image, SpatialMeta
 
@@ -324,7 +324,7 @@ def test_large_raster_is_streamed_by_windows_with_bounded_reads(tmp_path, make_g
     streamed = PairDataset([path], max_cached_bytes=100_000, **kwargs)
     reads.clear()
     items = [streamed[i] for i in range(len(streamed))]
-    margin = streamed._margin[0]
+    margin = streamed.pairs.margin[0]
     assert margin >= deg.support_radius(2)[0] and margin % 2 == 0
     assert reads and max(reads) <= (32 + 2 * margin) ** 2  # bounded whatever the raster size
     cached = PairDataset([path], **kwargs)  # whole file in memory: the same pairs

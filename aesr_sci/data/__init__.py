@@ -16,8 +16,8 @@ _EXPORTS = {
     "add_noise": "aesr_sci.data.degrade",
     "degrade": "aesr_sci.data.degrade",
     "Normalizer": "aesr_sci.data.normalize",
-    "PairDataset": "aesr_sci.data.sampler",
-    "check_sources": "aesr_sci.data.sampler",
+    "PairDataset": "aesr_sci.data.dataset",
+    "check_sources": "aesr_sci.data.source",
 }
 
 __all__ = list(_EXPORTS)

@@ -17,6 +17,13 @@ Methods
     as ``x 10000``.
 ``none``
     The identity.
+
+Statistics are fitted in one place, :func:`fit_statistics`, under one explicit mask policy
+(:data:`STATISTICS_POLICIES`): ``"foreground"`` (valid voxels above the foreground level, for MRI,
+whose air would otherwise set the low percentile) or ``"valid"`` (every non-nodata pixel, for
+rasters). The training sampler, validation, :func:`~aesr_sci.infer.upscale` and
+:func:`~aesr_sci.metrics.evaluate` all call it, and ``model.json`` records the policy the model was
+trained with (``"statistics"``), so inference normalises its input the way training did.
 """
 
 from __future__ import annotations
@@ -29,9 +36,20 @@ import numpy as np
 
 from ..errors import DataError, RecipeError
 
-__all__ = ["NORMALIZATIONS", "Normalizer"]
+__all__ = [
+    "FOREGROUND_THRESHOLD",
+    "NORMALIZATIONS",
+    "STATISTICS_POLICIES",
+    "Normalizer",
+    "fit_statistics",
+    "foreground_level",
+    "foreground_mask",
+    "statistics_policy",
+]
 
 NORMALIZATIONS: tuple[str, ...] = ("percentile", "fixed", "none")
+STATISTICS_POLICIES: tuple[str, ...] = ("foreground", "valid")
+FOREGROUND_THRESHOLD = 0.01  # foreground: above min + 1 % of (p99 - min), in some channel
 
 _EPS = 1e-8
 
@@ -230,3 +248,112 @@ class Normalizer:
     def invert(self, data: Any, stats: Mapping[str, Any], *, channel_axis: int = 0) -> Any:
         """Undo :meth:`apply`, back to the original intensities."""
         return self._affine(data, stats, channel_axis, inverse=True)
+
+
+# -------------------------------------------------------------------------------- statistics
+def statistics_policy(formats: Any) -> str:
+    """The mask policy for files of these formats: ``"foreground"`` for NIfTI (MRI), else ``"valid"``.
+
+    ``formats`` is one format name (``"nifti"``, ``"geotiff"``) or several; mixed formats get
+    ``"valid"``, which needs no notion of air.
+    """
+    names = {formats} if isinstance(formats, str) else set(formats)
+    return "foreground" if names == {"nifti"} else "valid"
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in STATISTICS_POLICIES:
+        raise DataError(f"unknown statistics policy {policy!r}: use one of {', '.join(STATISTICS_POLICIES)}")
+
+
+def foreground_level(
+    data: np.ndarray, valid: np.ndarray | None = None, *, threshold: float = FOREGROUND_THRESHOLD
+) -> np.ndarray:
+    """Per channel, the level above which a value is foreground: ``min + threshold * (p99 - min)``.
+
+    ``data`` is ``(C, ...)``; ``valid`` (the spatial shape, or None for all) excludes nodata. Only
+    finite values count; a channel without any gets level 0.
+    """
+    level = []
+    for band in data:
+        v = band[valid] if valid is not None else band.ravel()
+        v = v[np.isfinite(v)]
+        lo, hi = (float(v.min()), float(np.percentile(v, 99))) if v.size else (0.0, 0.0)
+        level.append(lo + threshold * (hi - lo))
+    return np.asarray(level, dtype=np.float32)
+
+
+def foreground_mask(
+    data: np.ndarray, valid: np.ndarray | None, level: np.ndarray | None
+) -> np.ndarray | None:
+    """Valid values above ``level`` in some channel (``valid`` itself when ``level`` is None)."""
+    if level is None:
+        return valid
+    fg = np.zeros(data.shape[1:], dtype=bool)
+    for band, lev in zip(data, level):
+        fg |= band > lev
+    return fg if valid is None else fg & valid
+
+
+def fit_statistics(
+    data: Any,
+    valid: Any = None,
+    *,
+    normalizer: Normalizer | Mapping[str, Any] | str | None,
+    policy: str,
+    threshold: float = FOREGROUND_THRESHOLD,
+) -> dict[str, Any]:
+    """Normalisation statistics of one image under one mask policy: the only place they are fitted.
+
+    Parameters
+    ----------
+    data
+        ``(C, *spatial)`` array: a whole image, a window, or a decimated read of a raster too large
+        for memory (statistics of the whole raster from a sample of it). Torch tensors are accepted.
+    valid
+        Boolean array of the spatial shape, False on nodata; None when every value is valid.
+    normalizer
+        A :class:`Normalizer` (or its dict or method name).
+    policy
+        ``"foreground"``: valid values above :func:`foreground_level` in some channel (MRI; falls
+        back to every valid value when none is above it); ``"valid"``: every valid value (rasters).
+    threshold
+        Foreground fraction of the robust range (``"foreground"`` only).
+
+    Returns
+    -------
+    dict
+        The statistics for :meth:`Normalizer.apply` and :meth:`Normalizer.invert`.
+
+    Raises
+    ------
+    DataError
+        An unknown policy, or no valid finite value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.zeros((1, 10, 10), np.float32)
+    >>> x[:, 2:8, 2:8] = np.linspace(100, 200, 36, dtype=np.float32).reshape(1, 6, 6)
+    >>> norm = Normalizer("percentile", p_low=0, p_high=100)
+    >>> fit_statistics(x, normalizer=norm, policy="foreground")["low"]
+    [100.0]
+    >>> fit_statistics(x, normalizer=norm, policy="valid")["low"]
+    [0.0]
+    """
+    _check_policy(policy)
+    norm = Normalizer.from_dict(normalizer)  # type: ignore[arg-type]
+    if norm.method != "percentile":
+        return norm.fit(data)  # fixed numbers: nothing to measure
+    arr = data.detach().cpu().numpy() if _is_torch(data) else np.asarray(data)
+    mask = (
+        None if valid is None else (valid.detach().cpu().numpy() if _is_torch(valid) else np.asarray(valid))
+    )
+    mask = None if mask is None else mask.astype(bool, copy=False)
+    if mask is not None and not mask.any():
+        raise DataError("cannot fit the normalisation: every pixel is nodata")
+    if policy == "foreground":
+        fg = foreground_mask(arr, mask, foreground_level(arr, mask, threshold=threshold))
+        if fg is not None and fg.any():
+            mask = fg
+    return norm.fit(arr, mask)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("nilearn")
 
-from aesr_sci.data.sample import sample_paths
+from aesr_sci.data.template import sample_paths
 from aesr_sci.io import read
 
 

@@ -1,4 +1,4 @@
-"""The default sample: the MNI152 T1 template that ships inside nilearn's wheel. No download.
+"""The MNI152 T1 template that ships inside nilearn's wheel, cut into the default sample. No download.
 
 The template is one volume, so to keep validation honest (never scored on voxels it trained on) it
 is cut into two non-overlapping slabs along the superior-inferior axis, written as two NIfTI files

@@ -1,0 +1,506 @@
+"""The pair source: aligned high- and low-resolution arrays read from NIfTI and GeoTIFF files.
+
+A :class:`PairSource` answers the queries of :mod:`aesr_sci.data.positions`: given a file and a
+patch start it returns the arrays of the pair, keyed by role (``gt``, ``valid``, ``good``, ``lq``,
+``lq_valid``). It owns everything about the files:
+
+* **Reading and caching.** Files that fit in ``max_cached_bytes`` are read whole, with their
+  low-resolution twin computed once with the full degradation (exact for k-space, whose truncation
+  is not local). A per-worker LRU cache keeps whole files up to the budget.
+* **Windows with margins.** Larger rasters are read by windows with a margin covering the blur
+  kernel and degraded window by window, which gives the same values as the whole file with bounded
+  memory. The last window read is kept, so judging a position and pairing it read once.
+* **Degradation.** Nodata pixels never bleed into valid low-resolution pixels (see
+  :meth:`~aesr_sci.data.degrade.Degradation.apply_masked`); 3D files cut into 2D slices are degraded
+  slice by slice.
+* **Statistics.** Per file, through :func:`~aesr_sci.data.normalize.fit_statistics` under the
+  dataset's mask policy: the normalisation statistics, the noise scale (99th percentile of
+  ``|x|``) and the foreground level that marks the ``good`` voxels (valid and foreground).
+
+A guided pair (a guide image on the output grid) is one more role read through the same windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..spatial import Image, SpatialMeta
+from .degrade import Degradation
+from .normalize import Normalizer, fit_statistics, foreground_level, foreground_mask
+
+__all__ = ["PairSource", "SourceInfo", "check_sources", "inspect_sources", "parse_patch"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE = 384 * 2**20
+
+Window = Sequence[tuple[int, int]]
+
+
+@dataclass
+class SourceInfo:
+    """One input file (or in-memory image) checked against the patch and the scale."""
+
+    index: int
+    name: str
+    path: str | None
+    image: Image | None
+    meta: SpatialMeta
+    channels: int
+    shape: tuple[int, ...]  # spatial shape, cropped to a multiple of the scale (file axes)
+    scale: tuple[int, ...]  # per file axis (1 on the slice axis)
+    patch: tuple[int, ...]  # per file axis (1 on the slice axis)
+    file_shape: tuple[int, ...]  # spatial shape on disk
+
+    @property
+    def nbytes(self) -> int:
+        n = self.channels * math.prod(self.shape) * 4
+        return n + n // max(math.prod(self.scale), 1) + 2 * math.prod(self.shape)
+
+
+@dataclass
+class _Loaded:
+    gt: np.ndarray  # (C, *S) float32
+    valid: np.ndarray | None  # (*S) bool, None = all valid
+    good: np.ndarray | None  # valid and foreground, None = all
+    lq: np.ndarray | None  # (C, *S / scale) float32, None when degraded on the fly
+    lq_valid: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.gt, self.valid, self.good, self.lq, self.lq_valid)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _name(src: Any, index: int) -> str:
+    return f"<image {index}>" if isinstance(src, Image) else os.fspath(src)
+
+
+def _read_meta(src: Any) -> tuple[SpatialMeta, tuple[int, ...]]:
+    if isinstance(src, Image):
+        return src.meta, tuple(int(n) for n in src.data.shape)
+    from .. import io as aio
+
+    meta, shape = aio.read_meta(os.fspath(src))
+    return meta, tuple(int(n) for n in shape)
+
+
+def file_axes(spatial_dims: int, file_dims: int, slice_axis: int, values: Sequence[int]) -> tuple[int, ...]:
+    """Per-axis values of the patch space mapped onto the file's axes (1 on the slice axis)."""
+    values = tuple(values)
+    if file_dims == spatial_dims:
+        return values
+    out = list(values)
+    out.insert(slice_axis, 1)
+    return tuple(out)
+
+
+def parse_patch(patch_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    if isinstance(patch_size, (int, np.integer)):
+        patch = (int(patch_size),) * spatial_dims
+    else:
+        patch = tuple(int(p) for p in patch_size)
+    if len(patch) != spatial_dims or any(p < 1 for p in patch):
+        raise DataError(
+            f"patch_size {list(patch)} must be {spatial_dims} positive numbers (one per spatial axis) "
+            f"for spatial_dims={spatial_dims}"
+        )
+    return patch
+
+
+def inspect_sources(
+    paths: Sequence[Any],
+    *,
+    spatial_dims: int,
+    patch_size: int | Sequence[int],
+    scale: Sequence[int],
+    slice_axis: int,
+) -> list[SourceInfo]:
+    """Validate the sources against the patch and scale; raise DataError naming the file and sizes."""
+    if spatial_dims not in (2, 3):
+        raise DataError(f"spatial_dims must be 2 or 3 (got {spatial_dims})")
+    if isinstance(paths, (str, os.PathLike, Image)):
+        paths = [paths]
+    if len(paths) == 0:
+        raise DataError("no input files: give at least one NIfTI or GeoTIFF path")
+    patch = parse_patch(patch_size, spatial_dims)
+    scale = tuple(int(s) for s in scale)
+    bad = [(p, s) for p, s in zip(patch, scale) if p % s]
+    if bad:
+        raise DataError(
+            f"patch_size {list(patch)} is not divisible by the scale {list(scale)}: use multiples of the "
+            f"scale, e.g. {[max(s, p // s * s) for p, s in zip(patch, scale)]}"
+        )
+    sources = []
+    for index, src in enumerate(paths):
+        name = _name(src, index)
+        meta, shape = _read_meta(src)
+        file_dims = len(shape) - 1
+        if file_dims < spatial_dims:
+            raise DataError(f"{name}: a {file_dims}D image cannot give {spatial_dims}D patches")
+        if file_dims > spatial_dims and not 0 <= slice_axis < file_dims:
+            raise DataError(f"{name}: slice_axis must be in 0..{file_dims - 1} (got {slice_axis})")
+        fscale = file_axes(spatial_dims, file_dims, slice_axis, scale)
+        fpatch = file_axes(spatial_dims, file_dims, slice_axis, patch)
+        spatial = shape[1:]
+        cropped = tuple(n - n % s for n, s in zip(spatial, fscale))
+        if any(c < p for c, p in zip(cropped, fpatch)):
+            raise DataError(
+                f"{name}: spatial size {list(spatial)} is smaller than the patch {list(fpatch)} "
+                f"(after cropping to a multiple of the scale {list(fscale)}); use a smaller patch_size"
+            )
+        path = None if isinstance(src, Image) else os.fspath(src)
+        image = src if isinstance(src, Image) else None
+        sources.append(
+            SourceInfo(index, name, path, image, meta, shape[0], cropped, fscale, fpatch, tuple(spatial))
+        )
+    channels = sorted({s.channels for s in sources})
+    if len(channels) > 1:
+        detail = ", ".join(f"{s.name}: {s.channels}" for s in sources)
+        raise DataError(f"files have different band/channel counts ({detail}): use files with the same bands")
+    return sources
+
+
+def check_sources(
+    paths: Sequence[Any],
+    *,
+    spatial_dims: int,
+    patch_size: int | Sequence[int],
+    scale: int | Sequence[int],
+    slice_axis: int = 2,
+) -> dict[str, Any]:
+    """Check that files can feed a :class:`~aesr_sci.data.dataset.PairDataset` before training, reading metadata only.
+
+    Parameters
+    ----------
+    paths
+        NIfTI or GeoTIFF paths (or in-memory :class:`~aesr_sci.spatial.Image` objects).
+    spatial_dims
+        2 (rasters, or slices of volumes along ``slice_axis``) or 3 (volume patches).
+    patch_size
+        High-resolution patch size, one number or one per axis, divisible by the scale.
+    scale
+        Integer factor, or one per axis of the patch.
+    slice_axis
+        Slice axis of 3D volumes when ``spatial_dims == 2``.
+
+    Returns
+    -------
+    dict
+        ``files``, ``channels``, ``spatial_dims``, ``shapes`` (spatial, per file), ``formats``,
+        ``spacings``, ``voxels`` (total), ``band_names`` and ``dtype`` (of the first file) and
+        ``text`` (a one-line summary).
+
+    Raises
+    ------
+    DataError
+        Empty list, patch not divisible by the scale, a file smaller than the patch or of the wrong
+        dimensionality, files with different band counts (the message names the file and sizes).
+    FileReadError
+        A file is missing or unreadable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from aesr_sci.spatial import Image, SpatialMeta
+    >>> img = Image(np.zeros((1, 32, 32, 32), np.float32), SpatialMeta(np.eye(4)))
+    >>> check_sources([img], spatial_dims=3, patch_size=16, scale=2)["text"]
+    '1 file, 1 channel, 3D patches of [16, 16, 16] at scale [2, 2, 2], 32768 voxels'
+    """
+    if isinstance(scale, (int, np.integer)):
+        scale_t = (int(scale),) * spatial_dims
+    else:
+        scale_t = tuple(int(s) for s in scale)
+        if len(scale_t) == 1:
+            scale_t = scale_t * spatial_dims
+        if len(scale_t) != spatial_dims:
+            raise DataError(f"scale {list(scale_t)} must have 1 or {spatial_dims} factors")
+    sources = inspect_sources(
+        paths, spatial_dims=spatial_dims, patch_size=patch_size, scale=scale_t, slice_axis=slice_axis
+    )
+    patch = parse_patch(patch_size, spatial_dims)
+    voxels = sum(math.prod(s.shape) for s in sources)
+    n, c = len(sources), sources[0].channels
+    text = (
+        f"{n} file{'s' if n != 1 else ''}, {c} channel{'s' if c != 1 else ''}, {spatial_dims}D patches of "
+        f"{list(patch)} at scale {list(scale_t)}, {voxels} voxels"
+    )
+    return {
+        "files": n,
+        "channels": c,
+        "spatial_dims": spatial_dims,
+        "shapes": [list(s.shape) for s in sources],
+        "formats": [s.meta.format for s in sources],
+        "spacings": [list(s.meta.spacing) for s in sources],
+        "voxels": voxels,
+        "band_names": list(sources[0].meta.band_names),
+        "dtype": sources[0].meta.dtype,
+        "text": text,
+    }
+
+
+class PairSource:
+    """Aligned (gt, lq) arrays of the files, by window or from the cache, with per-file statistics.
+
+    Parameters
+    ----------
+    sources
+        The files, from :func:`inspect_sources`.
+    spatial_dims
+        Dimensionality of the patches (2 on 3D files: slices along ``slice_axis``).
+    slice_axis
+        Slice axis of 3D files when ``spatial_dims == 2``.
+    degradation
+        The nominal degradation; a randomised copy may be passed to :meth:`pair`.
+    normalizer, policy, foreground_threshold
+        How statistics are fitted (see :func:`~aesr_sci.data.normalize.fit_statistics`).
+    max_cached_bytes
+        Memory budget for whole files (per worker, LRU); larger rasters are read by windows.
+        Files degraded by kspace, and in-memory images, are always whole.
+
+    Raises
+    ------
+    DataError
+        A file whose every pixel is nodata, or whose valid pixels are all equal (nothing to learn).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceInfo],
+        *,
+        spatial_dims: int,
+        slice_axis: int,
+        degradation: Degradation,
+        normalizer: Normalizer,
+        policy: str,
+        foreground_threshold: float,
+        max_cached_bytes: int = DEFAULT_CACHE,
+    ) -> None:
+        self.sources = list(sources)
+        self.spatial_dims, self.slice_axis = spatial_dims, slice_axis
+        self.degradation, self.normalizer = degradation, normalizer
+        self.policy, self.threshold = policy, float(foreground_threshold)
+        self.max_cached_bytes = int(max_cached_bytes)
+        self.jitter = float(degradation.params.get("sigma_jitter", 0.0))
+        self._precompute = degradation.method == "kspace" or self.jitter == 0.0
+        self.margin = self._margins()
+        self._cache: OrderedDict[int, _Loaded] = OrderedDict()
+        self._last_window: tuple[Any, tuple[np.ndarray, np.ndarray | None]] | None = None
+        self.stats: list[dict[str, Any]] = []
+        self.robust: list[np.ndarray] = []
+        self.levels: list[np.ndarray | None] = []
+        for src in self.sources:
+            self._fit(src)
+
+    def _margins(self) -> tuple[int, ...]:
+        """Margin (multiple of the scale) around a window so that its degradation is exact inside."""
+        deg = self.degradation
+        scale = deg.scale_for(self.spatial_dims)
+        if deg.method == "kspace":
+            return (0,) * self.spatial_dims
+        out = []
+        for r, s in zip(deg.support_radius(self.spatial_dims), scale):
+            r = math.ceil(r * (1.0 + self.jitter)) + (1 if self.jitter else 0)
+            out.append(math.ceil(r / s) * s)
+        return tuple(out)
+
+    def windowed(self, src: SourceInfo) -> bool:
+        """Whether ``src`` is read by windows (too large for the cache) rather than whole."""
+        if src.image is not None or self.degradation.method == "kspace":
+            return False
+        return src.nbytes > self.max_cached_bytes
+
+    # -------------------------------------------------------------------------------- reading
+    def read(self, src: SourceInfo, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Read ``window`` (per file axis) as float32 ``(C, *w)`` with its validity (None: all valid)."""
+        if window is None:
+            window = [(0, n) for n in src.shape]
+        if src.image is not None:
+            region = tuple(slice(a, b) for a, b in window)
+            data = np.asarray(src.image.data[(slice(None), *region)], dtype=np.float32)
+            mask = src.image.mask[region] if src.image.mask is not None else None
+        else:
+            from .. import io as aio
+
+            full = all(a == 0 and b == n for (a, b), n in zip(window, src.file_shape))
+            img = aio.read(src.path, window=None if full else [tuple(w) for w in window])
+            data = np.asarray(img.data, dtype=np.float32)
+            mask = img.mask
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.all():
+                mask = None
+        return np.ascontiguousarray(data), mask
+
+    def _load(self, src: SourceInfo) -> _Loaded:
+        """The whole file (and its precomputed low-resolution twin), through the LRU cache."""
+        cached = self._cache.get(src.index)
+        if cached is not None:
+            self._cache.move_to_end(src.index)
+            return cached
+        gt, valid = self.read(src, None)
+        lq = lq_valid = None
+        if self._precompute:
+            lq, lq_valid = self.degrade(gt, valid, self.degradation)
+        level = self.levels[src.index] if src.index < len(self.levels) else None
+        loaded = _Loaded(gt, valid, foreground_mask(gt, valid, level), lq, lq_valid)
+        self._cache[src.index] = loaded
+        total = sum(v.nbytes for v in self._cache.values())
+        while total > self.max_cached_bytes and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            total -= dropped.nbytes
+        if loaded.nbytes > self.max_cached_bytes:
+            logger.info(
+                "%s (%d MB) exceeds the cache budget but is read whole", src.name, loaded.nbytes >> 20
+            )
+        return loaded
+
+    def degrade(
+        self, gt: np.ndarray, valid: np.ndarray | None, deg: Degradation
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Degrade a ``(C, *S)`` file-axes array; slices along the slice axis are degraded in 2D."""
+        x = torch.from_numpy(gt)
+        v = torch.from_numpy(valid) if valid is not None else None
+        sliced = x.ndim - 1 != self.spatial_dims
+        with torch.no_grad():
+            if sliced:
+                xb = x.movedim(1 + self.slice_axis, 0)
+                vb = v.movedim(self.slice_axis, 0)[:, None] if v is not None else None
+            else:
+                xb = x[None]
+                vb = v[None, None] if v is not None else None
+            if vb is None:
+                yb, lvb = deg.apply(xb), None
+            else:
+                yb, lvb = deg.apply_masked(xb, vb, fill=float("nan"))  # zeroed after normalisation
+            if sliced:
+                y = yb.movedim(0, 1 + self.slice_axis)
+                lv = lvb[:, 0].movedim(0, self.slice_axis) if lvb is not None else None
+            else:
+                y, lv = yb[0], (lvb[0, 0] if lvb is not None else None)
+        lq = np.ascontiguousarray(y.numpy(), dtype=np.float32)
+        return lq, (None if lv is None else np.ascontiguousarray(lv.numpy()))
+
+    # ----------------------------------------------------------------------------- statistics
+    def _fit(self, src: SourceInfo) -> None:
+        """Normalisation statistics, noise scale and foreground level of one file."""
+        if self.windowed(src):
+            data, valid = self._sample_windows(src)
+        else:  # read once: the cache keeps it for the patches
+            loaded = self._load(src)
+            data, valid = loaded.gt, loaded.valid
+        if valid is not None and not valid.any():
+            raise DataError(f"{src.name}: every pixel is nodata: remove it from the training files")
+        values = data[:, valid] if valid is not None else data.reshape(data.shape[0], -1)
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.min() == finite.max():
+            raise DataError(
+                f"{src.name}: every valid value is {float(finite[0]):g}, so there is nothing to learn: "
+                "remove it from the training files, or check that it was written correctly"
+            )
+        level = None
+        if self.policy == "foreground":
+            level = foreground_level(data, valid, threshold=self.threshold)
+        self.levels.append(level)
+        if src.index in self._cache:  # its good mask needs the level just fitted
+            self._cache[src.index].good = foreground_mask(data, valid, level)
+        self.stats.append(
+            fit_statistics(
+                data, valid, normalizer=self.normalizer, policy=self.policy, threshold=self.threshold
+            )
+        )
+        self.robust.append(np.percentile(np.abs(values), 99, axis=1).astype(np.float32))
+
+    def _sample_windows(
+        self, src: SourceInfo, per_axis: int = 4, size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Values of a grid of windows spread over a large raster, for statistics with bounded memory."""
+        import itertools
+
+        axes = []
+        for n, p in zip(src.shape, src.patch):
+            w = min(n, max(size, p))
+            starts = np.unique(np.linspace(0, n - w, per_axis).round().astype(int)) if p > 1 else [0]
+            axes.append([(int(a), int(a) + w) for a in starts])
+        datas, valids = [], []
+        for window in itertools.product(*axes):
+            data, valid = self.read(src, window)
+            datas.append(data.reshape(data.shape[0], -1))
+            valids.append(np.ones(datas[-1].shape[1], bool) if valid is None else valid.ravel())
+        return np.concatenate(datas, axis=1), np.concatenate(valids)
+
+    # ------------------------------------------------------------------------------- patches
+    def _window_with_margin(
+        self, src: SourceInfo, start: Sequence[int], stop: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
+        """GT window around a patch with the blur margin (clamped to the file); offset of the patch in it."""
+        margin = file_axes(self.spatial_dims, len(src.shape), self.slice_axis, self.margin)
+        window = tuple((max(0, a - m), min(n, b + m)) for a, b, m, n in zip(start, stop, margin, src.shape))
+        offset = tuple(a - w[0] for a, w in zip(start, window))
+        if not self.windowed(src):
+            loaded = self._load(src)
+            region = tuple(slice(a, b) for a, b in window)
+            gt = np.ascontiguousarray(loaded.gt[(slice(None), *region)])
+            return gt, (loaded.valid[region] if loaded.valid is not None else None), offset
+        key = (src.index, window)
+        if self._last_window is None or self._last_window[0] != key:
+            self._last_window = (key, self.read(src, window))
+        gt, valid = self._last_window[1]
+        return gt, valid, offset
+
+    def valid_fraction(self, src: SourceInfo, start: Sequence[int]) -> float:
+        """Fraction of valid foreground voxels of the patch at ``start`` (a windowed file is read)."""
+        region = tuple(slice(a, a + p) for a, p in zip(start, src.patch))
+        if not self.windowed(src):
+            good = self._load(src).good
+            return 1.0 if good is None else float(good[region].mean())
+        gt, valid, offset = self._window_with_margin(src, start, [a + p for a, p in zip(start, src.patch)])
+        inner = tuple(slice(o, o + p) for o, p in zip(offset, src.patch))
+        good = foreground_mask(
+            gt[(slice(None), *inner)], None if valid is None else valid[inner], self.levels[src.index]
+        )
+        return 1.0 if good is None else float(good.mean())
+
+    def pair(
+        self, src: SourceInfo, start: Sequence[int], deg: Degradation, *, shift: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray | None]:
+        """The pair at ``start`` keyed by role: ``gt``, ``valid``, ``good`` (high-resolution grid),
+        ``lq``, ``lq_valid`` (low-resolution grid). ``shift`` moves the gt crop back (origin
+        convention under flips); ``deg`` may be a randomised copy of the nominal degradation."""
+        shift = shift or [0] * len(start)
+        stop = [a + p for a, p in zip(start, src.patch)]
+        gt_sl = tuple(slice(a - sh, b - sh) for a, b, sh in zip(start, stop, shift))
+        level = self.levels[src.index]
+        if not self.windowed(src):
+            loaded = self._load(src)
+            out = {
+                "gt": loaded.gt[(slice(None), *gt_sl)],
+                "valid": loaded.valid[gt_sl] if loaded.valid is not None else None,
+                "good": loaded.good[gt_sl] if loaded.good is not None else None,
+            }
+            if deg is self.degradation and loaded.lq is not None:
+                lq_sl = tuple(slice(a // s, b // s) for a, b, s in zip(start, stop, src.scale))
+                out["lq"] = loaded.lq[(slice(None), *lq_sl)]
+                out["lq_valid"] = loaded.lq_valid[lq_sl] if loaded.lq_valid is not None else None
+                return out
+        window, window_valid, offset = self._window_with_margin(src, start, stop)
+        if self.windowed(src):
+            inner = tuple(slice(o - sh, o - sh + p) for o, sh, p in zip(offset, shift, src.patch))
+            valid = window_valid[inner] if window_valid is not None else None
+            gt = window[(slice(None), *inner)]
+            out = {"gt": gt, "valid": valid, "good": foreground_mask(gt, valid, level)}
+        lq, lq_valid = self.degrade(window, window_valid, deg)
+        lo = tuple(slice(o // s, o // s + p // s) for o, p, s in zip(offset, src.patch, src.scale))
+        out["lq"] = lq[(slice(None), *lo)]
+        out["lq_valid"] = lq_valid[lo] if lq_valid is not None else None
+        return out
