@@ -4,7 +4,8 @@ Nothing here ever unpickles: a model directory holds
 
 ``model.json``
     what inference needs: the network and its arguments, the scale, the degradation and its grid
-    convention, the normalisation, band names, dtype, the training summary;
+    convention, the normalisation and the mask policy its statistics were fitted with
+    (``statistics``), band names, dtype, the training summary;
 ``model.safetensors``
     the network's weights.
 
@@ -133,6 +134,17 @@ class LoadedModel:
     @property
     def normalization(self) -> dict[str, Any]:
         return dict(self.config["normalization"])
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        """How to fit the input's normalisation statistics, as in training: keyword arguments of
+        :func:`~aesr_sci.data.normalize.fit_statistics` (``policy``, ``threshold``). Models saved
+        before it was recorded get ``"valid"``, the policy their inference always used."""
+        recorded = self.config.get("statistics") or {}
+        out: dict[str, Any] = {"policy": str(recorded.get("policy", "valid"))}
+        if "foreground_threshold" in recorded:
+            out["threshold"] = float(recorded["foreground_threshold"])
+        return out
 
     @property
     def band_names(self) -> list[str]:

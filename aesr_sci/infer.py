@@ -336,7 +336,7 @@ def upscale(
     >>> out.meta.spacing  # doctest: +SKIP
     (1.0, 1.0, 1.0)
     """
-    from .data.normalize import Normalizer
+    from .data.normalize import Normalizer, fit_statistics
     from .io import read
 
     source = str(image) if not isinstance(image, Image) else "input"
@@ -351,7 +351,7 @@ def upscale(
         patch = loaded.patch_size
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
-    stats = normalizer.fit(data, mask=img.mask)
+    stats = fit_statistics(data, img.mask, normalizer=normalizer, **loaded.statistics)
     x = np.asarray(normalizer.apply(data, stats), dtype=np.float32)
     x = fill_nodata(x, img.mask)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None]

@@ -423,6 +423,7 @@ def _evaluate_file(
 ) -> dict[str, Any]:
     """Score the model and the baselines on one high-resolution file (see :func:`evaluate`)."""
     from .data.degrade import degrade
+    from .data.normalize import fit_statistics
     from .infer import check_fit, upscale
     from .io import read
 
@@ -436,7 +437,9 @@ def _evaluate_file(
     out = upscale(lq, loaded, device=device, patch_size=patch_size, progress=progress)
     pred = np.asarray(out.data, dtype=np.float64)
     # score in normalised units so PSNR is comparable across files and domains
-    stats = normalizer.fit(np.asarray(lq.data, dtype=np.float32), mask=lq.mask)
+    stats = fit_statistics(
+        np.asarray(lq.data, dtype=np.float32), lq.mask, normalizer=normalizer, **loaded.statistics
+    )
 
     def norm(a: np.ndarray, stats: Any = stats) -> np.ndarray:
         return np.asarray(normalizer.apply(a.astype(np.float32), stats), dtype=np.float64)

@@ -24,14 +24,13 @@ by DistributedDataParallel, and rank 0 validates and writes files.
 from __future__ import annotations
 
 import csv
-import glob
 import logging
 import math
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from . import __version__
 from .checkpoint import load_state, save_model, save_state, write_json
-from .errors import DataError, MismatchError, OutputExistsError, RecipeError
+from .data.feed import build_dataset as _dataset
+from .data.feed import build_degradation as _degradation
+from .data.feed import build_normalizer as _normalizer
+from .data.feed import check_content, check_data_files, resolve_files
+from .data.positions import GlobalIndex as _GlobalIndex
+from .data.positions import StepSampler as _StepSampler
+from .errors import DataError, MismatchError, OutputExistsError
 from .fileutil import atomic_output
 from .recipe import Recipe, load_recipe
 
@@ -67,96 +72,13 @@ _LOG_FIELDS = [
 ]
 
 
-# ------------------------------------------------------------------------------------ files
-def _expand(patterns: Sequence[str], key: str, source: str) -> list[str]:
-    files: list[str] = []
-    for pattern in patterns:
-        pattern = os.path.expanduser(str(pattern))
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if os.path.isfile(m)]
-        if not matches:
-            what = "matches no file" if glob.has_magic(pattern) else "no such file"
-            raise RecipeError(f"{source}: {key}: {pattern!r} {what}")
-        files.extend(matches)
-    return list(dict.fromkeys(files))
-
-
-def resolve_files(recipe: Recipe) -> tuple[list[str], list[str]]:
-    """Training and validation files: globs expanded, the split made by file (never by patch).
-
-    With no ``data.paths`` the default sample is used (its own train and validation slabs).
-    """
-    source = recipe.source or "recipe"
-    d = recipe.data
-    if not d.paths:
-        from .data.template import sample_paths
-
-        if d.val_paths:
-            raise RecipeError(f"{source}: data.val_paths needs data.paths as well")
-        return sample_paths("train"), sample_paths("val")
-    files = _expand(d.paths, "data.paths", source)
-    if d.val_paths:
-        val = _expand(d.val_paths, "data.val_paths", source)
-        train_files = [f for f in files if os.path.abspath(f) not in {os.path.abspath(v) for v in val}]
-        if not train_files:
-            raise RecipeError(
-                f"{source}: every file of data.paths is also in data.val_paths: nothing left to train on"
-            )
-        return train_files, val
-    if len(files) < 2:
-        raise RecipeError(
-            f"{source}: data.paths: validation holds out whole files, so give at least 2 files "
-            f"(got {len(files)}), or name validation files in data.val_paths"
-        )
-    n_val = min(len(files) - 1, max(1, round(d.val_fraction * len(files))))
-    order = np.random.default_rng(recipe.train.seed).permutation(len(files))
-    val = sorted(files[i] for i in order[:n_val])
-    return [f for f in files if f not in val], val
-
-
-def _degradation(recipe: Recipe) -> Any:
-    from .data.degrade import Degradation
-
-    d = recipe.data
-    return Degradation(method=d.degradation.method, scale=d.scale_tuple(), params=d.degradation.params())
-
-
-def _normalizer(recipe: Recipe) -> Any:
-    from .data.normalize import Normalizer
-
-    n = recipe.data.normalization
-    return Normalizer.from_dict(n.model_dump())
-
-
-def _dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int) -> Any:
-    from .data.sampler import PairDataset
-
-    d = recipe.data
-    noise_kind = d.degradation.noise_kind or (
-        "rician" if d.degradation.method in ("kspace", "slice") else "gaussian"
-    )
-    return PairDataset(
-        list(files),
-        spatial_dims=d.spatial_dims,
-        patch_size=d.patch_tuple(),
-        degradation=_degradation(recipe),
-        normalizer=_normalizer(recipe),
-        mode=mode,
-        samples_per_epoch=d.samples_per_epoch,
-        min_valid=d.min_valid,
-        augment=d.augment and mode == "random",
-        noise=d.degradation.noise if mode == "random" else 0.0,
-        noise_kind=noise_kind,
-        slice_axis=2 if d.slice_axis is None else d.slice_axis,
-        seed=seed,
-    )
-
-
 def check_data(recipe: Recipe | str) -> str:
-    """Validate the recipe's data (files exist, band counts agree, sizes fit the patch) and its model."""
+    """Validate the recipe's data (files exist and read whole, band counts agree, sizes fit the
+    patch, no file empty or constant) and its model."""
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     train_files, val_files = resolve_files(recipe)
     summary = check_data_files(recipe, train_files, val_files)
+    check_content([*train_files, *val_files])  # the pixels too: a truncated file fails now, not in an hour
     channels = int(summary["channels"])
     _build_network(recipe, channels)  # a wrong model name or argument fails here, before training
     return f"{len(train_files)} training and {len(val_files)} validation file(s), {channels} channel(s)"
@@ -173,38 +95,6 @@ def _build_network(recipe: Recipe, channels: int) -> torch.nn.Module:
         convention=_degradation(recipe).convention,
         **recipe.model.kwargs(),
     )
-
-
-# --------------------------------------------------------------------------------- sampling
-class _GlobalIndex(Dataset):
-    """Maps a global sample index ``g`` to item ``g % N`` of epoch ``g // N`` of the base dataset."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-        self.n = len(base)
-
-    def __len__(self) -> int:  # pragma: no cover - sampled by index only
-        return 2**62
-
-    def __getitem__(self, g: int) -> Any:
-        epoch, i = divmod(int(g), self.n)
-        self.base.set_epoch(epoch)
-        return self.base[i]
-
-
-class _StepSampler(Sampler[int]):
-    """Global sample indices for steps ``start..stop`` of this rank, batch by batch."""
-
-    def __init__(self, *, start: int, stop: int, batch_size: int, rank: int, world: int) -> None:
-        self.start, self.stop, self.batch, self.rank, self.world = start, stop, batch_size, rank, world
-
-    def __iter__(self) -> Iterator[int]:
-        for step in range(self.start, self.stop):
-            first = (step * self.world + self.rank) * self.batch
-            yield from range(first, first + self.batch)
-
-    def __len__(self) -> int:
-        return (self.stop - self.start) * self.batch
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -642,26 +532,6 @@ def _fmt(value: Any) -> Any:
     return "" if value is None else value
 
 
-def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequence[str]) -> dict[str, Any]:
-    """Check sizes and band counts of the resolved files; returns the sampler's summary."""
-    from .data.sampler import check_sources
-
-    d = recipe.data
-    summary = check_sources(
-        list(train_files) + list(val_files),
-        spatial_dims=d.spatial_dims,
-        patch_size=d.patch_tuple(),
-        scale=d.scale_tuple(),
-        slice_axis=2 if d.slice_axis is None else d.slice_axis,
-    )
-    if d.channels is not None and d.channels != int(summary["channels"]):
-        raise RecipeError(
-            f"{recipe.source or 'recipe'}: data.channels is {d.channels} but the files have {summary['channels']} "
-            "band(s): remove data.channels or give matching files"
-        )
-    return summary
-
-
 def _inference_patch(recipe: Recipe) -> list[int]:
     """The sliding window (low-resolution voxels) for validation and, by default, inference:
     ``train.inference_patch``, else twice the training patch, capped at 48 (3D) or 256 (2D)."""
@@ -686,6 +556,7 @@ def _model_config(
         "network": cfg_net,
         "degradation": {**deg.to_dict(), "convention": deg.convention},
         "normalization": recipe.data.normalization.model_dump(),
+        "statistics": summary["statistics"],  # the mask policy the normalisation was fitted with
         "band_names": list(summary.get("band_names") or []),
         "dtype": summary.get("dtype"),
         "spatial_dims": d.spatial_dims,
@@ -697,6 +568,7 @@ def _model_config(
 
 
 def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
+    from .data.normalize import fit_statistics, statistics_policy
     from .infer import fill_nodata
     from .io import read
     from .metrics import degraded_pair, interpolate, normalized_range
@@ -708,7 +580,10 @@ def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
     for path in files:
         lq, gt, fg = degraded_pair(read(path), deg)
         lq_data = np.asarray(lq.data, np.float32)
-        stats = normalizer.fit(lq_data, mask=lq.mask)  # as at inference: statistics of the input
+        # as at inference: statistics of the input, under the policy training fits them with
+        stats = fit_statistics(
+            lq_data, lq.mask, normalizer=normalizer, policy=statistics_policy(lq.meta.format)
+        )
         lq_n = fill_nodata(np.asarray(normalizer.apply(lq_data, stats), dtype=np.float32), lq.mask)
         gt_n = np.asarray(normalizer.apply(gt, stats), dtype=np.float32)
         base = interpolate(lq_n, deg.scale, convention=deg.convention, method=baseline).astype(np.float32)

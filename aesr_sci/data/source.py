@@ -38,7 +38,15 @@ from ..spatial import Image, SpatialMeta
 from .degrade import Degradation
 from .normalize import Normalizer, fit_statistics, foreground_level, foreground_mask
 
-__all__ = ["PairSource", "SourceInfo", "check_sources", "inspect_sources", "parse_patch"]
+__all__ = [
+    "PairSource",
+    "SourceInfo",
+    "check_content",
+    "check_sources",
+    "inspect_sources",
+    "parse_patch",
+    "value_range",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +257,34 @@ def check_sources(
     }
 
 
+def value_range(data: np.ndarray, valid: np.ndarray | None) -> tuple[int, float, float]:
+    """``(count, min, max)`` of the finite valid values of a ``(C, *S)`` array (min > max when none)."""
+    values = data[:, valid] if valid is not None else data
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0, math.inf, -math.inf
+    return int(finite.size), float(finite.min()), float(finite.max())
+
+
+def check_content(name: str, count: int, low: float, high: float) -> None:
+    """Refuse a file with no valid value, or whose valid values are all equal (nothing to learn).
+
+    Raises
+    ------
+    DataError
+        Naming the file and the fix.
+    """
+    if count == 0:
+        raise DataError(
+            f"{name}: no valid value (every pixel is nodata, NaN or Inf): remove it from the data"
+        )
+    if low == high:
+        raise DataError(
+            f"{name}: every valid value is {low:g}, so there is nothing to learn: remove it from the data, "
+            "or check that it was written correctly"
+        )
+
+
 class PairSource:
     """Aligned (gt, lq) arrays of the files, by window or from the cache, with per-file statistics.
 
@@ -399,15 +435,8 @@ class PairSource:
         else:  # read once: the cache keeps it for the patches
             loaded = self._load(src)
             data, valid = loaded.gt, loaded.valid
-        if valid is not None and not valid.any():
-            raise DataError(f"{src.name}: every pixel is nodata: remove it from the training files")
+        check_content(src.name, *value_range(data, valid))
         values = data[:, valid] if valid is not None else data.reshape(data.shape[0], -1)
-        finite = values[np.isfinite(values)]
-        if finite.size and finite.min() == finite.max():
-            raise DataError(
-                f"{src.name}: every valid value is {float(finite[0]):g}, so there is nothing to learn: "
-                "remove it from the training files, or check that it was written correctly"
-            )
         level = None
         if self.policy == "foreground":
             level = foreground_level(data, valid, threshold=self.threshold)
