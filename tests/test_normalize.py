@@ -89,3 +89,58 @@ def test_serialisation_and_validation():
         Normalizer().apply(np.zeros((1, 2, 2)), {"method": "fixed", "scale": 1.0, "offset": 0.0})
     with pytest.raises(DataError, match="2 channels but the data has 3"):
         Normalizer().apply(np.zeros((3, 2, 2)), {"method": "percentile", "low": [0, 0], "high": [1, 1]})
+
+
+def _head_in_air(seed: int = 0) -> np.ndarray:
+    """A bright block (the head) on a zero background (the air), 2 channels."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((2, 24, 24, 24), np.float32)
+    x[:, 6:18, 6:18, 6:18] = rng.uniform(200, 400, (2, 12, 12, 12))
+    return x
+
+
+def test_fit_statistics_foreground_policy_ignores_the_air():
+    from aesr_sci.data.normalize import fit_statistics, foreground_level
+
+    x = _head_in_air()
+    norm = Normalizer("percentile", p_low=1.0, p_high=99.0)
+    fg = fit_statistics(x, normalizer=norm, policy="foreground")
+    everything = fit_statistics(x, normalizer=norm, policy="valid")
+    assert everything["low"] == [0.0, 0.0]  # 87 % of the voxels are air
+    head = x[:, 6:18, 6:18, 6:18].reshape(2, -1)
+    np.testing.assert_allclose(fg["low"], np.percentile(head, 1.0, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(fg["high"], everything["high"], rtol=0.05)
+    assert foreground_level(x).tolist() == pytest.approx([0.01 * np.percentile(c, 99) for c in x], rel=1e-5)
+    # nodata is excluded under both policies
+    valid = np.ones(x.shape[1:], bool)
+    valid[:, :, :12] = False
+    x_nodata = x.copy()
+    x_nodata[:, ~valid] = -1e6
+    assert fit_statistics(x_nodata, valid, normalizer=norm, policy="valid")["low"] == [0.0, 0.0]
+    assert fit_statistics(x_nodata, valid, normalizer=norm, policy="foreground")["low"][0] > 200
+
+
+def test_fit_statistics_falls_back_accepts_a_decimated_sample_and_refuses_bad_input():
+    from aesr_sci.data.normalize import fit_statistics, statistics_policy
+
+    norm = Normalizer("percentile", p_low=0.0, p_high=100.0)
+    flat = np.full((1, 8, 8), 5.0, np.float32)  # nothing above the foreground level: every valid value
+    assert fit_statistics(flat, normalizer=norm, policy="foreground") == {
+        "method": "percentile",
+        "low": [5.0],
+        "high": [5.0],
+    }
+    x = _head_in_air()
+    full = fit_statistics(x, normalizer=Normalizer(), policy="foreground")
+    decimated = fit_statistics(x[:, ::2, ::2, ::2], normalizer=Normalizer(), policy="foreground")
+    np.testing.assert_allclose(decimated["low"], full["low"], rtol=0.05)
+    np.testing.assert_allclose(decimated["high"], full["high"], rtol=0.05)
+    assert fit_statistics(torch.from_numpy(x), normalizer=Normalizer(), policy="foreground") == full
+    fixed = Normalizer("fixed", scale=1e-4)
+    assert fit_statistics(x, normalizer=fixed, policy="foreground") == fixed.fit(x)
+    with pytest.raises(DataError, match="unknown statistics policy 'air'"):
+        fit_statistics(x, normalizer=norm, policy="air")
+    with pytest.raises(DataError, match="every pixel is nodata"):
+        fit_statistics(x, np.zeros(x.shape[1:], bool), normalizer=norm, policy="valid")
+    assert statistics_policy("nifti") == "foreground" and statistics_policy(["geotiff"]) == "valid"
+    assert statistics_policy(["nifti", "geotiff"]) == "valid"
