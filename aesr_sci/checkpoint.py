@@ -142,8 +142,8 @@ class LoadedModel:
         before it was recorded get ``"valid"``, the policy their inference always used."""
         recorded = self.config.get("statistics") or {}
         out: dict[str, Any] = {"policy": str(recorded.get("policy", "valid"))}
-        if "foreground_threshold" in recorded:
-            out["threshold"] = float(recorded["foreground_threshold"])
+        if "threshold" in recorded:
+            out["threshold"] = float(recorded["threshold"])
         return out
 
     @property

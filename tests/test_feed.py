@@ -91,9 +91,9 @@ def test_model_json_records_the_statistics_policy_band_names_and_dtype(tmp_path:
     paths = [_volume(tmp_path / f"v{i}.nii.gz", seed=i) for i in range(2)]
     result = train(str(_recipe(tmp_path, paths)), out_dir=tmp_path / "run")
     config = json.loads((result.run_dir / "model" / "model.json").read_text())
-    assert config["statistics"] == {"policy": "foreground", "foreground_threshold": 0.01}
+    assert config["statistics"] == {"policy": "foreground", "threshold": 0.05}
     assert config["dtype"] == "float32" and isinstance(config["band_names"], list)
     loaded = LoadedModel(network=None, config=config, path=tmp_path)  # type: ignore[arg-type]
-    assert loaded.statistics == {"policy": "foreground", "threshold": 0.01}
+    assert loaded.statistics == {"policy": "foreground", "threshold": 0.05}
     old = LoadedModel(network=None, config={}, path=tmp_path)  # type: ignore[arg-type]
     assert old.statistics == {"policy": "valid"}  # saved before the policy was recorded: as inferred then

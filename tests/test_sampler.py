@@ -213,7 +213,9 @@ def test_nodata_is_masked_and_does_not_leak():
             expected = torch.from_numpy(mask[r : r + 32, c : c + 32].astype(np.float32))
             assert item["mask"].sum() == expected.sum()  # flips/rotations move the mask with the data
             assert torch.all(item["gt"][:, item["mask"][0] == 0] == 0)
-            assert item["lq"].min() >= -0.01 and item["lq"].max() <= 1.01  # no -9999 bleeding
+            # no -9999 bleeding (that would give about -100); the statistics are fitted on the nominal
+            # degraded twin, whose range a sharper jittered blur of this white noise passes
+            assert item["lq"].min() >= -1.0 and item["lq"].max() <= 2.0
             touched += bool((item["mask"] == 0).any())
         assert touched > 0
 

@@ -98,3 +98,33 @@ def test_value_range_and_check_content():
     check_content("a.tif", 3, -2.0, 3.0)
     with pytest.raises(DataError, match=r"^a.tif: no valid value"):
         check_content("a.tif", 0, np.inf, -np.inf)
+
+
+def test_statistics_are_those_inference_fits_on_the_degraded_input(tmp_path, make_geotiff, make_nifti):
+    from aesr_sci.data.degrade import degrade
+    from aesr_sci.data.normalize import fit_statistics
+    from aesr_sci.io import read
+
+    path = make_nifti(tmp_path / "v.nii.gz", shape=(24, 20, 16))
+    deg = Degradation("kspace", (2, 2, 2))
+    sources = inspect_sources([path], spatial_dims=3, patch_size=8, scale=(2, 2, 2), slice_axis=2)
+    source = PairSource(
+        sources,
+        spatial_dims=3,
+        slice_axis=2,
+        degradation=deg,
+        normalizer=Normalizer(),
+        policy="foreground",
+        foreground_threshold=0.05,
+    )
+    lq = degrade(read(path), scale=2, method="kspace")  # what evaluate and upscale see
+    expected = fit_statistics(lq.data, lq.mask, normalizer=Normalizer(), policy="foreground")
+    np.testing.assert_allclose(source.stats[0]["low"], expected["low"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(source.stats[0]["high"], expected["high"], rtol=1e-5, atol=1e-5)
+    # a raster read by windows: statistics of a sample of windows, close to those of the whole file
+    tif = make_geotiff(tmp_path / "r.tif", bands=2, height=300, width=280, dtype="float32")
+    gauss = Degradation("gaussian", (2, 2))
+    windowed = _source([tif], deg=gauss, max_cached_bytes=1000, patch=16)
+    cached = _source([tif], deg=gauss, max_cached_bytes=10**9, patch=16)
+    for key in ("low", "high"):
+        np.testing.assert_allclose(windowed.stats[0][key], cached.stats[0][key], rtol=0.05)

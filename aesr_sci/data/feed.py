@@ -141,7 +141,7 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
     -------
     dict
         :func:`~aesr_sci.data.source.check_sources`'s summary, plus ``statistics``: the mask policy
-        the normalisation is fitted with (``{"policy", "foreground_threshold"}``), for ``model.json``.
+        the normalisation is fitted with (``{"policy", "threshold"}``), for ``model.json``.
     """
     from .normalize import FOREGROUND_THRESHOLD, statistics_policy
     from .source import check_sources
@@ -160,7 +160,7 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
             "band(s): remove data.channels or give matching files"
         )
     policy = statistics_policy(summary["formats"][: len(train_files)])
-    summary["statistics"] = {"policy": policy, "foreground_threshold": FOREGROUND_THRESHOLD}
+    summary["statistics"] = {"policy": policy, "threshold": FOREGROUND_THRESHOLD}
     return summary
 
 

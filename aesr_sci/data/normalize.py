@@ -19,11 +19,12 @@ Methods
     The identity.
 
 Statistics are fitted in one place, :func:`fit_statistics`, under one explicit mask policy
-(:data:`STATISTICS_POLICIES`): ``"foreground"`` (valid voxels above the foreground level, for MRI,
-whose air would otherwise set the low percentile) or ``"valid"`` (every non-nodata pixel, for
-rasters). The training sampler, validation, :func:`~aesr_sci.infer.upscale` and
-:func:`~aesr_sci.metrics.evaluate` all call it, and ``model.json`` records the policy the model was
-trained with (``"statistics"``), so inference normalises its input the way training did.
+(:data:`STATISTICS_POLICIES`): ``"foreground"`` (valid voxels that differ from the background,
+for MRI, whose air would otherwise set the low percentile) or ``"valid"`` (every non-nodata pixel,
+for rasters). They are always fitted on the *low-resolution input*: the training sampler on each
+file's degraded twin, validation, :func:`~aesr_sci.infer.upscale` and
+:func:`~aesr_sci.metrics.evaluate` on the input they are given. ``model.json`` records the policy
+the model was trained with (``"statistics"``), so inference normalises its input as training did.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ __all__ = [
 
 NORMALIZATIONS: tuple[str, ...] = ("percentile", "fixed", "none")
 STATISTICS_POLICIES: tuple[str, ...] = ("foreground", "valid")
-FOREGROUND_THRESHOLD = 0.01  # foreground: above min + 1 % of (p99 - min), in some channel
+FOREGROUND_THRESHOLD = 0.05  # foreground: 5 % of the robust range away from the background, in some channel
 
 _EPS = 1e-8
 
@@ -267,31 +268,67 @@ def _check_policy(policy: str) -> None:
 
 
 def foreground_level(
-    data: np.ndarray, valid: np.ndarray | None = None, *, threshold: float = FOREGROUND_THRESHOLD
+    data: np.ndarray,
+    valid: np.ndarray | None = None,
+    *,
+    threshold: float = FOREGROUND_THRESHOLD,
+    faces: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per channel, the level above which a value is foreground: ``min + threshold * (p99 - min)``.
+    """Per channel, ``(background, margin)``: foreground differs from the background by more than margin.
 
-    ``data`` is ``(C, ...)``; ``valid`` (the spatial shape, or None for all) excludes nodata. Only
-    finite values count; a channel without any gets level 0.
+    The background is the median of the image's outer faces (0 for most scans, a negative constant
+    for z-scored ones such as BRATS); the margin is ``threshold`` times the valid values' robust range
+    (0.5th to 99.5th percentile). Unlike a level above the minimum, this holds on a k-space-degraded
+    input, whose Gibbs ringing puts the minimum far below the air.
+
+    Parameters
+    ----------
+    data
+        ``(C, *spatial)`` array.
+    valid
+        Spatial boolean array (False on nodata), or None.
+    threshold
+        The margin as a fraction of the robust range.
+    faces
+        ``(C, N)`` values of the outer faces, for a sample of a larger image whose own faces these
+        are not (the background is their median).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, 2)`` float32: background and margin per channel.
     """
-    level = []
-    for band in data:
-        v = band[valid] if valid is not None else band.ravel()
-        v = v[np.isfinite(v)]
-        lo, hi = (float(v.min()), float(np.percentile(v, 99))) if v.size else (0.0, 0.0)
-        level.append(lo + threshold * (hi - lo))
-    return np.asarray(level, dtype=np.float32)
+    if faces is None:
+        v = np.ones(data.shape[1:], bool) if valid is None else valid
+        parts = [
+            np.moveaxis(data, ax, 1)[:, [0, -1]][:, np.moveaxis(v, ax - 1, 0)[[0, -1]]]
+            for ax in range(1, data.ndim)
+        ]
+        faces = np.concatenate(parts, axis=1)
+    out = []
+    for band, face in zip(data, faces):
+        values = band[valid] if valid is not None else band.ravel()
+        values = values[np.isfinite(values)]
+        face = face[np.isfinite(face)]
+        if values.size == 0:
+            out.append((0.0, 0.0))
+            continue
+        lo, hi = np.percentile(values, [0.5, 99.5])
+        background = float(np.median(face)) if face.size else float(lo)
+        out.append((background, threshold * float(hi - lo)))
+    return np.asarray(out, dtype=np.float32)
 
 
 def foreground_mask(
     data: np.ndarray, valid: np.ndarray | None, level: np.ndarray | None
 ) -> np.ndarray | None:
-    """Valid values above ``level`` in some channel (``valid`` itself when ``level`` is None)."""
+    """Valid values that differ from the background by more than the margin in some channel
+    (``valid`` itself when ``level`` is None); ``level`` from :func:`foreground_level`."""
     if level is None:
         return valid
     fg = np.zeros(data.shape[1:], dtype=bool)
-    for band, lev in zip(data, level):
-        fg |= band > lev
+    for band, (background, margin) in zip(data, level):
+        fg |= np.abs(band - background) > margin
     return fg if valid is None else fg & valid
 
 
@@ -302,6 +339,7 @@ def fit_statistics(
     normalizer: Normalizer | Mapping[str, Any] | str | None,
     policy: str,
     threshold: float = FOREGROUND_THRESHOLD,
+    level: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Normalisation statistics of one image under one mask policy: the only place they are fitted.
 
@@ -315,10 +353,14 @@ def fit_statistics(
     normalizer
         A :class:`Normalizer` (or its dict or method name).
     policy
-        ``"foreground"``: valid values above :func:`foreground_level` in some channel (MRI; falls
-        back to every valid value when none is above it); ``"valid"``: every valid value (rasters).
+        ``"foreground"``: valid values away from the background (:func:`foreground_level`) in
+        some channel (MRI; falls back to every valid value when none is); ``"valid"``: every valid
+        value (rasters).
     threshold
-        Foreground fraction of the robust range (``"foreground"`` only).
+        Foreground margin as a fraction of the robust range (``"foreground"`` only).
+    level
+        A :func:`foreground_level` measured elsewhere (for a sample without the image's faces);
+        default: measured on ``data``.
 
     Returns
     -------
@@ -353,7 +395,9 @@ def fit_statistics(
     if mask is not None and not mask.any():
         raise DataError("cannot fit the normalisation: every pixel is nodata")
     if policy == "foreground":
-        fg = foreground_mask(arr, mask, foreground_level(arr, mask, threshold=threshold))
+        if level is None:
+            level = foreground_level(arr, mask, threshold=threshold)
+        fg = foreground_mask(arr, mask, level)
         if fg is not None and fg.any():
             mask = fg
     return norm.fit(arr, mask)

@@ -429,44 +429,71 @@ class PairSource:
 
     # ----------------------------------------------------------------------------- statistics
     def _fit(self, src: SourceInfo) -> None:
-        """Normalisation statistics, noise scale and foreground level of one file."""
+        """Noise scale and foreground level of one file, and its normalisation statistics, fitted on
+        its degraded twin as inference fits them on its low-resolution input."""
+        faces = None
         if self.windowed(src):
-            data, valid = self._sample_windows(src)
+            gt, valid, lq, lq_valid = self._sample_windows(src)
+            faces = self._faces(src) if self.policy == "foreground" else None
         else:  # read once: the cache keeps it for the patches
             loaded = self._load(src)
-            data, valid = loaded.gt, loaded.valid
-        check_content(src.name, *value_range(data, valid))
-        values = data[:, valid] if valid is not None else data.reshape(data.shape[0], -1)
+            gt, valid, lq, lq_valid = loaded.gt, loaded.valid, loaded.lq, loaded.lq_valid
+            if lq is None:
+                lq, lq_valid = self.degrade(gt, valid, self.degradation)
+        check_content(src.name, *value_range(gt, valid))
         level = None
         if self.policy == "foreground":
-            level = foreground_level(data, valid, threshold=self.threshold)
+            level = foreground_level(gt, valid, threshold=self.threshold, faces=faces)
         self.levels.append(level)
         if src.index in self._cache:  # its good mask needs the level just fitted
-            self._cache[src.index].good = foreground_mask(data, valid, level)
+            self._cache[src.index].good = foreground_mask(gt, valid, level)
         self.stats.append(
             fit_statistics(
-                data, valid, normalizer=self.normalizer, policy=self.policy, threshold=self.threshold
+                lq,
+                lq_valid,
+                normalizer=self.normalizer,
+                policy=self.policy,
+                threshold=self.threshold,
+                level=level if faces is not None else None,  # a sample has not the file's faces
             )
         )
+        values = gt[:, valid] if valid is not None else gt.reshape(gt.shape[0], -1)
         self.robust.append(np.percentile(np.abs(values), 99, axis=1).astype(np.float32))
 
     def _sample_windows(
         self, src: SourceInfo, per_axis: int = 4, size: int = 256
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Values of a grid of windows spread over a large raster, for statistics with bounded memory."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(gt, valid, lq, lq_valid)`` values, ``(C, N)`` and ``(N,)``, of a grid of windows spread
+        over a large raster and of their degradation: statistics with bounded memory."""
         import itertools
 
         axes = []
-        for n, p in zip(src.shape, src.patch):
-            w = min(n, max(size, p))
-            starts = np.unique(np.linspace(0, n - w, per_axis).round().astype(int)) if p > 1 else [0]
+        for n, p, s in zip(src.shape, src.patch, src.scale):
+            w = min(n, max(size - size % s, p))
+            starts = (
+                np.unique(np.linspace(0, (n - w) // s, per_axis).round().astype(int)) * s if p > 1 else [0]
+            )
             axes.append([(int(a), int(a) + w) for a in starts])
-        datas, valids = [], []
+        parts: list[list[np.ndarray]] = [[], [], [], []]
         for window in itertools.product(*axes):
-            data, valid = self.read(src, window)
-            datas.append(data.reshape(data.shape[0], -1))
-            valids.append(np.ones(datas[-1].shape[1], bool) if valid is None else valid.ravel())
-        return np.concatenate(datas, axis=1), np.concatenate(valids)
+            gt, valid = self.read(src, window)
+            lq, lq_valid = self.degrade(gt, valid, self.degradation)
+            for part, (data, mask) in zip((parts[:2], parts[2:]), ((gt, valid), (lq, lq_valid))):
+                part[0].append(data.reshape(data.shape[0], -1))
+                part[1].append(np.ones(part[0][-1].shape[1], bool) if mask is None else mask.ravel())
+        gt, valid, lq, lq_valid = (np.concatenate(p, axis=-1) for p in parts)
+        return gt, valid, lq, lq_valid
+
+    def _faces(self, src: SourceInfo) -> np.ndarray:
+        """``(C, N)`` valid values of the file's outer faces (the background of MRI), read as thin windows."""
+        values = []
+        for axis, n in enumerate(src.shape):
+            for a in (0, n - 1):
+                window = [(0, m) for m in src.shape]
+                window[axis] = (a, a + 1)
+                data, valid = self.read(src, window)
+                values.append(data[:, valid] if valid is not None else data.reshape(data.shape[0], -1))
+        return np.concatenate(values, axis=1)
 
     # ------------------------------------------------------------------------------- patches
     def _window_with_margin(
