@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_train import tiny_recipe
 
 from aesr_sci.checkpoint import LoadedModel
 from aesr_sci.cli import main
@@ -27,22 +28,8 @@ def _volume(path: Path, data: np.ndarray | None = None, seed: int = 0) -> str:
 
 
 def _recipe(tmp_path: Path, paths: list[str]) -> Path:
-    recipe = {
-        "name": "feed",
-        "data": {
-            "paths": paths,
-            "spatial_dims": 3,
-            "scale": 2,
-            "patch_size": 8,
-            "degradation": {"method": "kspace"},
-            "min_valid": 0.1,
-            "samples_per_epoch": 4,
-        },
-        "model": {"name": "residual", "features": 4, "blocks": 1},
-        "train": {"batch_size": 2, "max_steps": 2, "val_every": 2, "seed": 0},
-    }
     path = tmp_path / "feed.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+    path.write_text(yaml.safe_dump(tiny_recipe(paths, max_steps=2, val_every=2)))
     return path
 
 

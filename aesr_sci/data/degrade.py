@@ -443,13 +443,13 @@ class Degradation:
             touch = (w.abs() > 1e-12).any(0, keepdim=True).to(invalid.dtype)
             boundary = "zero" if self._boundary() == "renormalize" else "reflect"
             invalid = _strided_axis(invalid, touch, axis=2 + axis, s=s, boundary=boundary)
-        lr_valid = invalid <= 0
+        lq_valid = invalid <= 0
         safe = den.abs() > 1e-3
         partial = torch.where(
             safe, num / torch.where(safe, den, torch.ones_like(den)), torch.full_like(num, fill)
         )
-        y = torch.where(lr_valid, num, partial)
-        return y, lr_valid
+        y = torch.where(lq_valid, num, partial)
+        return y, lq_valid
 
 
 def _keys_cubic(u: np.ndarray, a: float = -0.5) -> np.ndarray:
@@ -660,8 +660,8 @@ def degrade(
     --------
     >>> import numpy as np
     >>> from aesr_sci.spatial import Image, SpatialMeta
-    >>> hr = Image(np.random.rand(1, 9, 8, 8).astype("float32"), SpatialMeta(np.eye(4)))
-    >>> lq = degrade(hr, scale=2, method="kspace")
+    >>> gt = Image(np.random.rand(1, 9, 8, 8).astype("float32"), SpatialMeta(np.eye(4)))
+    >>> lq = degrade(gt, scale=2, method="kspace")
     >>> lq.spatial_shape, lq.meta.provenance["degradation"]["convention"]
     ((4, 4, 4), 'origin')
     """
@@ -687,11 +687,11 @@ def degrade(
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
     with torch.no_grad():
         if mask is not None and not mask.all():
-            y, lr_valid = deg.apply_masked(x, torch.from_numpy(np.ascontiguousarray(mask))[None])
-            lr_mask = lr_valid[0, 0].numpy()
+            y, lq_valid = deg.apply_masked(x, torch.from_numpy(np.ascontiguousarray(mask))[None])
+            lq_mask = lq_valid[0, 0].numpy()
         else:
             y = deg.apply(x)
-            lr_mask = None if mask is None else np.ones(y.shape[2:], dtype=bool)
+            lq_mask = None if mask is None else np.ones(y.shape[2:], dtype=bool)
         if noise:
             kind = noise_kind or ("rician" if method in ("kspace", "slice") else "gaussian")
             rr = torch.from_numpy(_robust_range(np.asarray(data, dtype=np.float32), mask)).float()[None]
@@ -699,9 +699,9 @@ def degrade(
             y = add_noise(y, level=noise, kind=kind, generator=gen, robust_range=rr)
             provenance["noise"] = {"level": float(noise), "kind": kind, "seed": seed}
     out = y[0].numpy().astype(np.float32, copy=False)
-    if lr_mask is not None and not lr_mask.all():
+    if lq_mask is not None and not lq_mask.all():
         fill = image.meta.nodata if image.meta.nodata is not None else 0.0
-        out = np.where(lr_mask[np.newaxis], out, np.float32(fill)).astype(np.float32)
+        out = np.where(lq_mask[np.newaxis], out, np.float32(fill)).astype(np.float32)
     meta = image.meta.zoom([1.0 / s for s in int_scale], convention=deg.convention)
     meta = meta.with_provenance(degradation=provenance)
-    return Image(out, meta, lr_mask)
+    return Image(out, meta, lq_mask)
