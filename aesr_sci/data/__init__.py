@@ -1,9 +1,13 @@
-"""Degradation models, intensity normalisation and the shared patch sampler.
+"""Data by role: degradation, normalisation, where to sample, the pair source, item assembly, the dataset.
 
-``degrade`` (the model applied to an :class:`~aesr_sci.spatial.Image`), :class:`Degradation` (the
-linear operator, stored in checkpoints), :class:`Normalizer` (reversible intensity normalisation)
-and :class:`PairDataset` (aligned lq/gt patches from NIfTI and GeoTIFF files) are imported lazily,
-so that importing this package does not import torch.
+``degrade.py`` (the degradation models, stored in checkpoints), ``normalize.py`` (reversible
+normalisation and :func:`~aesr_sci.data.normalize.fit_statistics`, the one place statistics are
+fitted), ``positions.py`` (where to sample: random and grid positions, the training step sampler),
+``source.py`` (the pair source: reading, caching, windows with margins, degradation, per-file
+statistics), ``item.py`` (augmentation, noise and normalisation of one item), ``dataset.py``
+(:class:`PairDataset`, composing them), ``feed.py`` (what a recipe's data section feeds training)
+and ``template.py`` (the MNI152 template, the default sample). The names below are imported
+lazily, so that importing this package does not import torch.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ _EXPORTS = {
     "Normalizer": "aesr_sci.data.normalize",
     "PairDataset": "aesr_sci.data.dataset",
     "check_sources": "aesr_sci.data.source",
+    "fit_statistics": "aesr_sci.data.normalize",
 }
 
 __all__ = list(_EXPORTS)
