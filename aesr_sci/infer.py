@@ -34,7 +34,7 @@ import torch
 from . import __version__
 from .checkpoint import LoadedModel, load_model
 from .errors import FileFormatError, MismatchError
-from .spatial import Image
+from .spatial import Image, per_axis
 
 __all__ = ["fill_nodata", "predict", "project_consistent", "select_device", "upscale", "upscale_files"]
 
@@ -54,16 +54,7 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def _as_tuple(value: int | Sequence[int] | None, dims: int) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, int | np.integer):
-        return (int(value),) * dims
-    out = tuple(int(v) for v in value)
-    if len(out) == 1:
-        out = out * dims
-    if len(out) != dims:
-        raise MismatchError(f"patch size {list(out)} has {len(out)} axes but the model works on {dims}")
-    return out
+    return None if value is None else per_axis(value, dims, name="patch size")
 
 
 def blend_weights(roi: Sequence[int], overlap: float, *, floor: float = 1e-4) -> torch.Tensor:
