@@ -163,9 +163,14 @@ def degrade(
         params["sigma"] = sigma
     if method == "slice":
         params["gap"] = gap
-    lq = degrade_api(read(input), scale=scale, method=method, noise=noise, seed=seed, **params)
+    image = read(input)
+    scale = per_axis(scale, image.spatial_dims, name=f"{input}: --scale")
+    lq = degrade_api(image, scale=scale, method=method, noise=noise, seed=seed, **params)
     write(lq, output, overwrite=overwrite)
-    click.echo(f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {scale})", err=True)
+    click.echo(
+        f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {'x'.join(map(str, scale))})",
+        err=True,
+    )
 
 
 # -------------------------------------------------------------------------------------- train

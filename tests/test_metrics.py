@@ -195,3 +195,107 @@ def test_figure_names_are_unique_per_file() -> None:
         "MR.png",
     ]
     assert figure_names(["x/s/T1.nii", "y/s/T1.nii.gz"]) == ["000_s_T1.png", "001_s_T1.png"]
+
+
+@pytest.mark.parametrize("metric", ["psnr", "ssim", "score"])
+def test_metrics_refuse_arrays_of_different_shapes(metric: str) -> None:
+    from aesr_sci import metrics
+    from aesr_sci.errors import ShapeError
+
+    fn = getattr(metrics, metric)
+    with pytest.raises(ShapeError, match=r"reference \(2, 8, 8\), test \(2, 8, 9\)") as err:
+        fn(np.zeros((2, 8, 8)), np.zeros((2, 8, 9)))
+    assert isinstance(err.value, ValueError)
+    ref = np.zeros((8, 8)) if metric != "score" else np.zeros((1, 8, 8))
+    with pytest.raises(ShapeError, match=r"mask has shape \(8, 9\) but the image has shape \(8, 8\)"):
+        fn(ref, ref, mask=np.ones((8, 9), bool))
+
+
+def test_sharpness_refuses_a_mask_of_another_shape() -> None:
+    from aesr_sci.errors import ShapeError
+    from aesr_sci.metrics import sharpness
+
+    with pytest.raises(ShapeError, match=r"\(4, 4\).*\(4, 5\)"):
+        sharpness(np.zeros((4, 5)), mask=np.ones((4, 4), bool))
+
+
+def test_evaluate_scores_as_validation_does(tmp_path) -> None:
+    """evaluate's model score equals the validation path: held_out_case, the network on case.inputs, case.score."""
+    import nibabel as nib
+    import torch
+    from conftest import save_model_dir
+
+    from aesr_sci.checkpoint import load_model
+    from aesr_sci.data.normalize import Normalizer
+    from aesr_sci.evaluation import evaluate, held_out_case
+    from aesr_sci.infer import predict
+    from aesr_sci.io import read
+
+    model = load_model(
+        save_model_dir(tmp_path, spatial_dims=3, method="kspace", convention="origin", patch=8)
+    )
+    g = np.meshgrid(*[np.linspace(-1, 1, 20)] * 3, indexing="ij")
+    vol = (np.exp(-(g[0] ** 2 + g[1] ** 2 + g[2] ** 2) * 4) * 100 + 3 * g[0]).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.diag([0.9, 1.1, 2.0, 1.0])), tmp_path / "hr.nii.gz")
+    report = evaluate(model, [tmp_path / "hr.nii.gz"], baselines=["cubic", "fourier"])
+    (entry,) = report["files"]
+    case = held_out_case(
+        read(tmp_path / "hr.nii.gz"), model.degradation, Normalizer.from_dict(model.normalization)
+    )
+    lq = torch.from_numpy(case.inputs)[None]
+    with torch.no_grad():
+        pred = predict(model.network, lq, patch_size=model.patch_size, overlap=0.25)[0].numpy()
+    assert entry["model"]["psnr"] == pytest.approx(case.score(pred)["psnr"], abs=1e-3)
+    assert entry["baselines"]["fourier"]["psnr"] == pytest.approx(
+        case.score(case.baseline("fourier"))["psnr"]
+    )
+    assert entry["shape"] == list(case.reference.shape[1:]) == [20, 20, 20]
+
+
+def test_figures_keep_the_callers_backend_and_cut_across_the_thick_axis(tmp_path) -> None:
+    import matplotlib
+
+    from aesr_sci.data.degrade import Degradation
+    from aesr_sci.data.normalize import Normalizer
+    from aesr_sci.evaluation import draw_figure, held_out_case
+    from aesr_sci.spatial import Image, SpatialMeta
+
+    data = np.random.default_rng(0).random((1, 16, 12, 24)).astype(np.float32)
+    hr = Image(data, SpatialMeta(np.diag([1.0, 1.0, 1.0, 1.0]), format="nifti"))
+    case = held_out_case(hr, Degradation("slice", (1, 1, 4)), Normalizer("percentile"))
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        target = draw_figure(tmp_path / "f.png", case, case.reference, case.reference, ("cubic", "model"))
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from aesr_sci.evaluation import choose_view
+
+    view = choose_view(case.meta, case.mask, case.factors)
+    assert view.cut_axis != 2 and 2 in (view.horizontal, view.vertical)  # the plane holds the thick axis
+    assert view.picture(case.reference).shape == (24, 16)  # the thick axis runs up the picture
+    assert view.edges == {"right": "R", "left": "L", "top": "S", "bottom": "I"}
+    iso = choose_view(case.meta, case.mask, (2, 2, 2))
+    assert iso.cut_axis == 2 and iso.edges == {"right": "R", "left": "L", "top": "A", "bottom": "P"}
+
+
+def test_raster_views_face_the_compass_and_name_band_and_units() -> None:
+    from aesr_sci.evaluation import band_label, choose_view
+    from aesr_sci.spatial import SpatialMeta
+
+    north_up = np.array([[0.0, 20.0, 585010.0], [-20.0, 0.0, 4414990.0], [0, 0, 1]])
+    meta = SpatialMeta(north_up, crs="EPSG:32618", format="geotiff", band_names=("B04", ""))
+    view = choose_view(meta, np.ones((8, 8), bool), (2, 2))
+    assert view.cut_axis is None and view.edges == {"right": "E", "left": "W", "top": "N", "bottom": "S"}
+    assert choose_view(meta.replace(crs=None), np.ones((8, 8), bool), (2, 2)).edges == {
+        "right": "col +",
+        "bottom": "row +",
+    }
+    assert band_label(meta) == ("B04", "DN")
+    assert band_label(meta, 1) == ("band 2", "DN")
+    scaled = meta.replace(extra={"scales": [1e-4, 1e-4], "offsets": [0.0, 0.0], "units": ["reflectance", ""]})
+    assert band_label(scaled) == ("B04", "DN (reflectance = DN x 0.0001 + 0)")
+    assert band_label(meta.replace(extra={"units": ["W m-2", ""]})) == ("B04", "W m-2")
+    assert band_label(SpatialMeta(np.eye(4), format="nifti")) == ("", "intensity")
