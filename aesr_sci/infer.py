@@ -1,7 +1,8 @@
 """Sliding-window inference: super-resolve an image and give it back with its metadata intact.
 
 The path for an image in memory is MONAI's :func:`monai.inferers.sliding_window_inference` (it
-handles predictors whose output is larger than their input) with Gaussian blending. A GeoTIFF too
+handles predictors whose output is larger than their input) with smoothstep window weights
+(:func:`blend_weights`: flat inside, a smooth ramp near the edges; not MONAI's Gaussian). A GeoTIFF too
 large to hold in memory is streamed instead: it is read in blocks through rasterio windows with a
 halo, each block goes through the same sliding window, and the block's centre is written into the
 output file, so peak memory depends on the block size, never on the raster's size.
@@ -299,7 +300,7 @@ def upscale(
     patch_size
         Sliding-window size in input voxels (default: the model's; ``0`` for whole-image inference).
     overlap
-        Overlap fraction of neighbouring windows (Gaussian blending).
+        Overlap fraction of neighbouring windows (blended with :func:`blend_weights`).
     batch_size
         Windows per forward pass.
     device

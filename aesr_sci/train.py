@@ -640,8 +640,10 @@ def _fmt(value: Any) -> Any:
 
 
 def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequence[str]) -> dict[str, Any]:
-    """Check sizes and band counts of the resolved files; returns the sampler's summary."""
+    """Check sizes and band counts of the resolved files; returns the sampler's summary, with the
+    first training file's ``band_names`` and on-disk ``dtype`` (recorded in model.json)."""
     from .data.sampler import check_sources
+    from .io import read_meta
 
     d = recipe.data
     summary = check_sources(
@@ -656,7 +658,8 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
             f"{recipe.source or 'recipe'}: data.channels is {d.channels} but the files have {summary['channels']} "
             "band(s): remove data.channels or give matching files"
         )
-    return summary
+    meta, _ = read_meta(train_files[0])
+    return summary | {"band_names": list(meta.band_names), "dtype": meta.dtype}
 
 
 def _inference_patch(recipe: Recipe) -> list[int]:
