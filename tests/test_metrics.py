@@ -77,8 +77,10 @@ def test_evaluate_reports_table_json_and_figure(tmp_path) -> None:
     import nibabel as nib
     from conftest import save_model_dir
 
+    import aesr_sci
     from aesr_sci.evaluation import evaluate, format_table
 
+    assert aesr_sci.evaluate is evaluate  # the public API
     save_model_dir(tmp_path, spatial_dims=3, method="kspace", convention="origin", patch=8)
     g = np.meshgrid(*[np.linspace(-1, 1, 20)] * 3, indexing="ij")
     vol = (np.exp(-(g[0] ** 2 + g[1] ** 2 + g[2] ** 2) * 4) * 100).astype(np.float32)
