@@ -46,6 +46,7 @@ from .checkpoint import load_state, save_model, save_state, write_json
 from .errors import DataError, MismatchError, OutputExistsError, RecipeError
 from .fileutil import atomic_output
 from .recipe import Recipe, load_recipe
+from .spatial import METHODS
 
 __all__ = ["train", "check_data", "check_data_files", "TrainResult", "resolve_files"]
 
@@ -132,9 +133,7 @@ def _dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int) -> A
     from .data.sampler import PairDataset
 
     d = recipe.data
-    noise_kind = d.degradation.noise_kind or (
-        "rician" if d.degradation.method in ("kspace", "slice") else "gaussian"
-    )
+    noise_kind = d.degradation.noise_kind or METHODS[d.degradation.method].noise
     return PairDataset(
         list(files),
         spatial_dims=d.spatial_dims,

@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..spatial import Image, SpatialMeta, per_axis
+from ..spatial import METHODS, Image, SpatialMeta, per_axis
 from .degrade import Degradation
 from .normalize import Normalizer
 
@@ -363,9 +363,7 @@ class PairDataset(Dataset):
             raise DataError(f"noise must be a level >= 0 or a (low, high) range (got {noise!r})")
         self.noise = float(noise) if np.isscalar(noise) else lo_hi  # type: ignore[arg-type]
         self._noise_range = lo_hi if not np.isscalar(noise) else (float(noise), float(noise))
-        self.noise_kind = noise_kind or (
-            "rician" if degradation.method in ("kspace", "slice") else "gaussian"
-        )
+        self.noise_kind = noise_kind or METHODS[degradation.method].noise
         self.slice_axis = slice_axis
         self.foreground = foreground
         self.foreground_threshold = float(foreground_threshold)
