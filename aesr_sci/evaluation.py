@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .baselines import BASELINES, upsample
+from .errors import ParameterError
 from .metrics import reference_range, score
 from .spatial import Image, SpatialMeta, axis_codes, opposite
 
@@ -225,6 +226,8 @@ def evaluate(
 
     Raises
     ------
+    ParameterError
+        Before any work, for no files or an unknown baseline.
     OutputExistsError, FileWriteError
         Before any work, for an existing JSON file or figure (without ``overwrite``) or a bad path.
     MismatchError
@@ -235,7 +238,10 @@ def evaluate(
     from .fileutil import check_output
 
     if not paths:
-        raise ValueError("give at least one high-resolution file to evaluate on")
+        raise ParameterError("give at least one high-resolution file to evaluate on")
+    unknown = [b for b in baselines or () if b not in BASELINES]
+    if unknown:
+        raise ParameterError(f"unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(BASELINES)}")
     if json_path is not None:
         check_output(json_path, overwrite=overwrite)
     fig_dir, fig_targets = _figure_targets(paths, figures, overwrite)

@@ -65,9 +65,16 @@ def test_ssim_masked_and_bounded() -> None:
     assert 0 < ssim(ref, noisy) < 0.9
 
 
-def test_unknown_baseline() -> None:
-    with pytest.raises(ValueError, match="unknown baseline"):
+def test_unknown_baseline(tmp_path) -> None:
+    from aesr_sci.errors import ParameterError
+    from aesr_sci.evaluation import evaluate
+
+    with pytest.raises(ParameterError, match="unknown baseline"):
         upsample(np.zeros((1, 4)), 2, method="spline7")
+    with pytest.raises(ParameterError, match="unknown grid convention 'corner'"):
+        upsample(np.zeros((1, 4)), 2, convention="corner", method="linear")
+    with pytest.raises(ParameterError, match=r"unknown baseline\(s\) spline7: choose from nearest"):
+        evaluate(tmp_path / "no_model", [tmp_path / "a.nii.gz"], baselines=["cubic", "spline7"])
 
 
 def test_evaluate_reports_table_json_and_figure(tmp_path) -> None:
