@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "train": "aesr_sci.train",
     "load_model": "aesr_sci.checkpoint",
     "upscale": "aesr_sci.infer",
-    "evaluate": "aesr_sci.metrics",
+    "evaluate": "aesr_sci.evaluation",
     "load_recipe": "aesr_sci.recipe",
 }
 

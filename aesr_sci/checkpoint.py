@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .errors import ModelError
 from .fileutil import atomic_output
+from .spatial import per_axis
 
 __all__ = [
     "MODEL_JSON",
@@ -118,8 +119,7 @@ class LoadedModel:
 
     @property
     def scale(self) -> tuple[int, ...]:
-        s = self.config["network"]["scale"]
-        return tuple(int(v) for v in (s if isinstance(s, list | tuple) else [s] * self.spatial_dims))
+        return per_axis(self.config["network"]["scale"], self.spatial_dims)
 
     @property
     def convention(self) -> str:
@@ -155,7 +155,7 @@ class LoadedModel:
         p = self.config.get("inference_patch")
         if p is None:
             return None
-        return tuple(int(v) for v in (p if isinstance(p, list | tuple) else [p] * self.spatial_dims))
+        return per_axis(p, self.spatial_dims, name="inference_patch")
 
     def example_shape(self) -> tuple[int, ...]:
         """A small input shape ``(1, C, *S)`` that the network accepts (for export checks)."""

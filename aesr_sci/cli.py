@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .errors import AesrError
+from .errors import AesrError, ParameterError
+from .spatial import METHODS, per_axis
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,18 +49,22 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
-def _parse_scale(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    """``2`` -> 2, ``1,1,4`` -> (1, 1, 4)."""
+class _BadValue(click.BadParameter):
+    """A bad option value, shown as one line (``Error: --scale must be ...``) with exit status 2."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.message}", err=True)
+
+
+def _parse_scale(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``2`` -> 2, ``1,1,4`` -> (1, 1, 4): :func:`aesr_sci.spatial.per_axis`, checked per file later."""
     if value is None:
         return None
     try:
-        parts = [float(v) for v in value.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a number or a comma-separated list like 1,1,4") from None
-    if not parts:
-        raise click.BadParameter("give a number or a comma-separated list like 1,1,4")
-    parts_out = [int(p) if p.is_integer() else p for p in parts]
-    return parts_out[0] if len(parts_out) == 1 else tuple(parts_out)
+        parts = per_axis(value, name=f"--{(param.name or 'scale').replace('_', '-')}")
+    except ParameterError as exc:
+        raise _BadValue(str(exc), param=param) from None
+    return parts[0] if len(parts) == 1 else parts
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -110,7 +115,7 @@ def info(path: str, as_json: bool) -> None:
 )
 @click.option(
     "--method",
-    type=click.Choice(["kspace", "slice", "gaussian", "area", "bicubic"]),
+    type=click.Choice(list(METHODS)),
     default="gaussian",
     show_default=True,
     help="Degradation model (see the docs' degradation section).",
@@ -158,9 +163,14 @@ def degrade(
         params["sigma"] = sigma
     if method == "slice":
         params["gap"] = gap
-    lq = degrade_api(read(input), scale=scale, method=method, noise=noise, seed=seed, **params)
+    image = read(input)
+    scale = per_axis(scale, image.spatial_dims, name=f"{input}: --scale")
+    lq = degrade_api(image, scale=scale, method=method, noise=noise, seed=seed, **params)
     write(lq, output, overwrite=overwrite)
-    click.echo(f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {scale})", err=True)
+    click.echo(
+        f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {'x'.join(map(str, scale))})",
+        err=True,
+    )
 
 
 # -------------------------------------------------------------------------------------- train
@@ -334,8 +344,8 @@ def evaluate(
     Example:
       aesr-sci evaluate runs/mri_x2 held_out/*.nii.gz --json scores.json --figures figs/
     """
-    from .metrics import evaluate as evaluate_api
-    from .metrics import format_table
+    from .evaluation import evaluate as evaluate_api
+    from .evaluation import format_table
 
     report = evaluate_api(
         model,

@@ -21,7 +21,9 @@ __all__ = [
     "ModelError",
     "NoCRSWarning",
     "OutputExistsError",
+    "ParameterError",
     "RecipeError",
+    "ShapeError",
 ]
 
 
@@ -47,6 +49,14 @@ class FileWriteError(AesrError, OSError):
 
 class DataError(AesrError, ValueError):
     """Array contents are unusable: NaN or Inf, wrong number of dimensions, too small for a patch."""
+
+
+class ParameterError(AesrError, ValueError):
+    """An option's value is invalid: a scale of 0, a negative or fractional patch size, an unknown method."""
+
+
+class ShapeError(AesrError, ValueError):
+    """Arrays that must have the same shape do not (an image and its reference, an image and its mask)."""
 
 
 class RecipeError(AesrError, ValueError):

@@ -1,7 +1,8 @@
 """Sliding-window inference: super-resolve an image and give it back with its metadata intact.
 
 The path for an image in memory is MONAI's :func:`monai.inferers.sliding_window_inference` (it
-handles predictors whose output is larger than their input) with Gaussian blending. A GeoTIFF too
+handles predictors whose output is larger than their input) with smoothstep window weights
+(:func:`blend_weights`: flat inside, a smooth ramp near the edges; not MONAI's Gaussian). A GeoTIFF too
 large to hold in memory is streamed instead: it is read in blocks through rasterio windows with a
 halo, each block goes through the same sliding window, and the block's centre is written into the
 output file, so peak memory depends on the block size, never on the raster's size.
@@ -34,7 +35,7 @@ import torch
 from . import __version__
 from .checkpoint import LoadedModel, load_model
 from .errors import FileFormatError, MismatchError
-from .spatial import Image
+from .spatial import Image, per_axis
 
 __all__ = ["fill_nodata", "predict", "project_consistent", "select_device", "upscale", "upscale_files"]
 
@@ -54,16 +55,7 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def _as_tuple(value: int | Sequence[int] | None, dims: int) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, int | np.integer):
-        return (int(value),) * dims
-    out = tuple(int(v) for v in value)
-    if len(out) == 1:
-        out = out * dims
-    if len(out) != dims:
-        raise MismatchError(f"patch size {list(out)} has {len(out)} axes but the model works on {dims}")
-    return out
+    return None if value is None else per_axis(value, dims, name="patch size")
 
 
 def blend_weights(roi: Sequence[int], overlap: float, *, floor: float = 1e-4) -> torch.Tensor:
@@ -308,7 +300,7 @@ def upscale(
     patch_size
         Sliding-window size in input voxels (default: the model's; ``0`` for whole-image inference).
     overlap
-        Overlap fraction of neighbouring windows (Gaussian blending).
+        Overlap fraction of neighbouring windows (blended with :func:`blend_weights`).
     batch_size
         Windows per forward pass.
     device

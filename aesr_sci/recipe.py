@@ -23,10 +23,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
+from .spatial import METHODS, per_axis
 
 __all__ = ["DataSection", "ModelSection", "Recipe", "TrainSection", "load_recipe", "parse_override"]
 
-DEGRADATION_METHODS = ("kspace", "slice", "gaussian", "area", "bicubic")
+DEGRADATION_METHODS = tuple(METHODS)
 
 
 class _Strict(BaseModel):
@@ -36,7 +37,7 @@ class _Strict(BaseModel):
 class DegradationSection(_Strict):
     """How low-resolution training inputs are made from the high-resolution files."""
 
-    method: Literal["kspace", "slice", "gaussian", "area", "bicubic"] = Field(
+    method: Literal[DEGRADATION_METHODS] = Field(  # type: ignore[valid-type]
         description="Degradation model: kspace (MRI), slice (thick-slice MRI), gaussian (satellite), area, bicubic."
     )
     sigma: float | list[float] | None = Field(
@@ -129,18 +130,17 @@ class DataSection(_Strict):
     @field_validator("scale", "patch_size")
     @classmethod
     def _positive(cls, v: int | list[int]) -> int | list[int]:
-        values = [v] if isinstance(v, int) else v
-        if not values or any(x < 1 for x in values):
-            raise ValueError(f"must be positive integers (got {v})")
+        try:
+            per_axis(v)
+        except ValueError:  # the recipe's message adds the field's name and the value given
+            raise ValueError("must be whole numbers >= 1, one or one per spatial axis") from None
         return v
 
     def scale_tuple(self) -> tuple[int, ...]:
-        s = self.scale
-        return tuple([s] * self.spatial_dims if isinstance(s, int) else s)
+        return per_axis(self.scale, self.spatial_dims)
 
     def patch_tuple(self) -> tuple[int, ...]:
-        p = self.patch_size
-        return tuple([p] * self.spatial_dims if isinstance(p, int) else p)
+        return per_axis(self.patch_size, self.spatial_dims, name="patch_size")
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSection:

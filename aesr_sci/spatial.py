@@ -24,19 +24,25 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, ParameterError
 
 __all__ = [
     "CONVENTIONS",
+    "METHODS",
     "Convention",
     "Image",
+    "Method",
     "SpatialMeta",
-    "as_scale",
     "as_int_scale",
+    "as_scale",
+    "axis_codes",
+    "opposite",
+    "check_convention",
+    "per_axis",
     "voxel_to_world",
     "zoom_affine",
     "zoomed_shape",
@@ -46,77 +52,130 @@ Convention = Literal["fov", "origin"]
 CONVENTIONS: tuple[str, ...] = ("fov", "origin")
 
 
-def as_scale(scale: float | Sequence[float], spatial_dims: int, *, name: str = "scale") -> tuple[float, ...]:
-    """Return ``scale`` as one positive factor per spatial axis.
+class Method(NamedTuple):
+    """What a degradation method implies beyond its operator (see :mod:`aesr_sci.data.degrade`)."""
+
+    convention: Convention
+    """Grid convention of the low-resolution grid it makes, and so of a model's outputs."""
+    noise: str
+    """Default noise model: ``"rician"`` for magnitude MRI, ``"gaussian"`` otherwise."""
+
+
+METHODS: dict[str, Method] = {
+    "kspace": Method("origin", "rician"),  # MRI k-space truncation: the first voxel centre stays put
+    "slice": Method("fov", "rician"),  # thick-slice MRI
+    "gaussian": Method("fov", "gaussian"),  # satellite sensors
+    "area": Method("fov", "gaussian"),
+    "bicubic": Method("fov", "gaussian"),
+}
+"""The degradation methods, the one table of their names, grid conventions and noise models."""
+
+
+def per_axis(
+    value: Any, spatial_dims: int | None = None, *, name: str = "scale", whole: bool = True
+) -> tuple[Any, ...]:
+    """Parse one number, or one per spatial axis, into one checked value per axis.
+
+    The one parser of scales, zooms and patch sizes in the package (functions, recipes, the
+    command line). ``value`` may be a number, a sequence of numbers or text such as ``"2"``,
+    ``"1,1,4"`` or ``"2x2"``.
 
     Parameters
     ----------
-    scale
-        A single factor (applied to every axis) or one factor per axis, e.g. ``(1, 1, 4)``.
+    value
+        One number (applied to every axis) or one per axis.
     spatial_dims
-        Number of spatial axes, 2 or 3.
+        Number of spatial axes, 2 or 3; ``None`` keeps the number of values given.
+    name
+        What the value is, for the message (``"scale"``, ``"--patch-size"``...).
+    whole
+        ``True``: whole numbers of at least 1 (scale factors, patch sizes), returned as ``int``;
+        ``False``: finite numbers above 0 (zooms), returned as ``float``.
 
     Raises
     ------
-    ValueError
-        If the factor count does not match ``spatial_dims`` or a factor is not positive.
+    ParameterError
+        Naming ``name``, the value given and what to give instead: not a number, NaN or infinite,
+        not positive, not whole, or a count that does not match ``spatial_dims``.
+
+    Examples
+    --------
+    >>> per_axis("1,1,4", 3)
+    (1, 1, 4)
+    >>> per_axis(2, 2)
+    (2, 2)
+    >>> per_axis(0.5, 3, name="zoom", whole=False)
+    (0.5, 0.5, 0.5)
+    """
+    want = "whole numbers >= 1" if whole else "finite numbers > 0"
+    values = _numbers(value, name, want)
+    bad = [
+        v for v in values if not np.isfinite(v) or (v < 1 or not float(v).is_integer() if whole else v <= 0)
+    ]
+    if bad or not values:
+        raise ParameterError(f"{name} must be {want}, one or one per spatial axis (got {_show(value)})")
+    if spatial_dims is not None and len(values) == 1:
+        values = values * spatial_dims
+    if spatial_dims is not None and len(values) != spatial_dims:
+        raise ParameterError(
+            f"{name} has {len(values)} factors {_show(value)} but the data has {spatial_dims} spatial axes: "
+            f"give one number or {spatial_dims} numbers"
+        )
+    return tuple(int(v) if whole else float(v) for v in values)
+
+
+def _numbers(value: Any, name: str, want: str) -> list[float]:
+    """``value`` as a list of floats, or a ParameterError saying what was expected."""
+    if isinstance(value, str):
+        items: list[Any] = [v for v in value.replace("x", ",").split(",") if v.strip()]
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        items = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            items = [value]
+    try:
+        if any(isinstance(v, (bool, np.bool_)) for v in items):
+            raise TypeError
+        return [float(v) for v in items]
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be {want}, like 2 or 1,1,4 (got {_show(value)})") from None
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(list(value) if isinstance(value, tuple) else value)
+
+
+def as_scale(scale: float | Sequence[float], spatial_dims: int, *, name: str = "scale") -> tuple[float, ...]:
+    """:func:`per_axis` for positive, possibly fractional factors (zooms).
 
     Examples
     --------
     >>> as_scale(2, 3)
     (2.0, 2.0, 2.0)
-    >>> as_scale([1, 1, 4], 3)
-    (1.0, 1.0, 4.0)
     """
-    if isinstance(scale, (int, float, np.integer, np.floating)):
-        factors = (float(scale),) * spatial_dims
-    else:
-        factors = tuple(float(s) for s in scale)
-        if len(factors) == 1:
-            factors = factors * spatial_dims
-    if len(factors) != spatial_dims:
-        raise ValueError(
-            f"{name} has {len(factors)} factors but the data has {spatial_dims} spatial axes: "
-            f"give one number or {spatial_dims} numbers"
-        )
-    if any(not np.isfinite(s) or s <= 0 for s in factors):
-        raise ValueError(f"{name} factors must be positive (got {list(factors)})")
-    return factors
+    return per_axis(scale, spatial_dims, name=name, whole=False)
 
 
 def as_int_scale(
     scale: float | Sequence[float], spatial_dims: int | None = None, *, name: str = "scale"
 ) -> tuple[int, ...]:
-    """Like :func:`as_scale`, for whole-number factors of at least 1 (networks, degradations).
-
-    ``spatial_dims=None`` keeps the number of factors given.
-
-    Raises
-    ------
-    ValueError
-        If a factor is not a whole number of at least 1, or the count does not match.
+    """:func:`per_axis` for whole-number factors of at least 1 (networks, degradations).
 
     Examples
     --------
     >>> as_int_scale([1, 1, 4], 3)
     (1, 1, 4)
     """
-    values = [scale] if isinstance(scale, (int, float, np.integer, np.floating)) else list(scale)
-    if not values:
-        raise ValueError(f"{name} is empty: give one factor, or one per spatial axis")
-    bad = [
-        v
-        for v in values
-        if isinstance(v, bool)
-        or not isinstance(v, (int, float, np.integer, np.floating))
-        or v < 1
-        or float(v) != int(v)
-    ]
-    if bad:
-        raise ValueError(f"{name} factors must be whole numbers >= 1, one per spatial axis (got {values!r})")
-    if spatial_dims is None:
-        return tuple(int(v) for v in values)
-    return tuple(int(v) for v in as_scale(values, spatial_dims, name=name))
+    return per_axis(scale, spatial_dims, name=name)
+
+
+def check_convention(convention: str) -> str:
+    """Return ``convention`` if it is one of :data:`CONVENTIONS`, else raise :class:`ParameterError`."""
+    if convention not in CONVENTIONS:
+        raise ParameterError(f"unknown grid convention {convention!r}: use one of {', '.join(CONVENTIONS)}")
+    return convention
 
 
 def zoom_affine(affine: np.ndarray, zoom: float | Sequence[float], *, convention: Convention) -> np.ndarray:
@@ -151,8 +210,7 @@ def zoom_affine(affine: np.ndarray, zoom: float | Sequence[float], *, convention
     affine = np.asarray(affine, dtype=np.float64)
     dims = affine.shape[0] - 1
     factors = np.asarray(as_scale(zoom, dims, name="zoom"))
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown grid convention {convention!r}: use one of {', '.join(CONVENTIONS)}")
+    check_convention(convention)
     out = affine.copy()
     linear = affine[:dims, :dims]
     out[:dims, :dims] = linear / factors[np.newaxis, :]
@@ -189,6 +247,47 @@ def voxel_to_world(affine: np.ndarray, index: np.ndarray | Sequence[float]) -> n
     idx = np.asarray(index, dtype=np.float64)
     dims = affine.shape[0] - 1
     return idx @ affine[:dims, :dims].T + affine[:dims, dims]
+
+
+WORLD_LETTERS: dict[int, tuple[tuple[str, str], ...]] = {
+    3: (("L", "R"), ("P", "A"), ("I", "S")),  # NIfTI world: RAS+ millimetres
+    2: (("W", "E"), ("S", "N")),  # a raster's CRS: x east, y north
+}
+"""Letters of the negative and positive direction of each world axis."""
+
+
+def axis_codes(affine: np.ndarray) -> tuple[str, ...]:
+    """The world direction each array axis points to as its index grows, one letter per axis.
+
+    ``("R", "A", "S")`` for a RAS+ volume, as :func:`nibabel.orientations.aff2axcodes` gives for the
+    same affine; ``("S", "E")`` for a north-up raster, whose rows run south and columns east.
+
+    Examples
+    --------
+    >>> axis_codes(np.diag([-1.0, 1.0, 2.0, 1.0]))
+    ('L', 'A', 'S')
+    >>> axis_codes(np.array([[0.0, 10.0, 500.0], [-10.0, 0.0, 900.0], [0.0, 0.0, 1.0]]))
+    ('S', 'E')
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    dims = affine.shape[0] - 1
+    linear = affine[:dims, :dims] / np.maximum(np.linalg.norm(affine[:dims, :dims], axis=0), 1e-12)
+    u, _, vt = np.linalg.svd(linear)
+    rotation = u @ vt  # the closest shear-free matrix, as nibabel's io_orientation
+    codes = [""] * dims
+    for axis in np.argsort(np.min(-(rotation**2), axis=0), kind="stable"):  # strongest axes first
+        world = int(np.argmax(np.abs(rotation[:, axis])))
+        codes[axis] = WORLD_LETTERS[dims][world][int(rotation[world, axis] > 0)]
+        rotation[world, :] = 0.0
+    return tuple(codes)
+
+
+def opposite(code: str, spatial_dims: int) -> str:
+    """The letter of the opposite direction: ``"R"`` -> ``"L"`` (3D), ``"S"`` -> ``"N"`` (2D: south)."""
+    for neg, pos in WORLD_LETTERS[spatial_dims]:
+        if code in (neg, pos):
+            return pos if code == neg else neg
+    raise ParameterError(f"{code!r} is not a direction letter of a {spatial_dims}D world")
 
 
 @dataclass(frozen=True, eq=False)

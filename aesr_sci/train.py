@@ -156,12 +156,9 @@ def _prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 @dataclass
 class _ValItem:
-    path: str
-    lq: torch.Tensor  # (1, C, *S) normalised
-    gt: np.ndarray  # (C, *S*s) normalised
-    mask: np.ndarray  # (*S*s) bool
-    baseline: np.ndarray  # (C, *S*s)
-    data_range: float
+    case: Any  # aesr_sci.evaluation.Case: the reference, mask and PSNR peak, as evaluate scores them
+    lq: torch.Tensor  # (1, C, *S) normalised: case.inputs
+    baseline: np.ndarray  # (C, *S*s) normalised
 
 
 @dataclass
@@ -568,50 +565,42 @@ def _model_config(
 
 
 def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
-    from .data.normalize import fit_statistics, statistics_policy
-    from .infer import fill_nodata
+    from .evaluation import held_out_case
     from .io import read
-    from .metrics import degraded_pair, interpolate, normalized_range
 
     deg = _degradation(recipe)
     normalizer = _normalizer(recipe)
-    baseline = "fourier" if deg.convention == "origin" else "cubic"
     items = []
     for path in files:
-        lq, gt, fg = degraded_pair(read(path), deg)
-        lq_data = np.asarray(lq.data, np.float32)
-        # as at inference: statistics of the input, under the policy training fits them with
-        stats = fit_statistics(
-            lq_data, lq.mask, normalizer=normalizer, policy=statistics_policy(lq.meta.format)
-        )
-        lq_n = fill_nodata(np.asarray(normalizer.apply(lq_data, stats), dtype=np.float32), lq.mask)
-        gt_n = np.asarray(normalizer.apply(gt, stats), dtype=np.float32)
-        base = interpolate(lq_n, deg.scale, convention=deg.convention, method=baseline).astype(np.float32)
-        lq_t = torch.from_numpy(np.ascontiguousarray(lq_n))[None]
-        items.append(_ValItem(path, lq_t, gt_n, fg, base, normalized_range(gt_n, fg)))
+        case = held_out_case(read(path), deg, normalizer, path=str(path))
+        lq_t = torch.from_numpy(np.ascontiguousarray(case.inputs))[None]
+        items.append(_ValItem(case, lq_t, case.baseline(_val_baseline(recipe))))
     return items
+
+
+def _val_baseline(recipe: Recipe) -> str:
+    """The baseline validation compares with: zero-filled Fourier for k-space models, else cubic."""
+    return "fourier" if _degradation(recipe).convention == "origin" else "cubic"
 
 
 def _validate(
     network: torch.nn.Module, items: Sequence[_ValItem], recipe: Recipe, dev: torch.device, predict: Any
 ) -> dict[str, Any]:
-    from .metrics import score
-
     patch = _inference_patch(recipe)
     was_training = network.training
     network.eval()
     model_scores, base_scores = [], []
     for item in items:
         pred = predict(network, item.lq, patch_size=patch, overlap=0.25, batch_size=4, device=dev)[0].numpy()
-        model_scores.append(score(item.gt, pred, mask=item.mask, data_range=item.data_range))
-        base_scores.append(score(item.gt, item.baseline, mask=item.mask, data_range=item.data_range))
+        model_scores.append(item.case.score(pred))
+        base_scores.append(item.case.score(item.baseline))
     network.train(was_training)
     val_psnr = float(np.mean([s["psnr"] for s in model_scores]))
     base_psnr = float(np.mean([s["psnr"] for s in base_scores]))
     return {
         "val_psnr": val_psnr,
         "val_ssim": float(np.mean([s["ssim"] for s in model_scores])),
-        "baseline": "fourier" if _degradation(recipe).convention == "origin" else "cubic",
+        "baseline": _val_baseline(recipe),
         "baseline_psnr": base_psnr,
         "gain_db": val_psnr - base_psnr,
     }

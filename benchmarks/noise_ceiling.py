@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from _report import emit
 
+from aesr_sci.baselines import upsample
 from aesr_sci.data.degrade import Degradation
+from aesr_sci.evaluation import degraded_pair
 from aesr_sci.io import read
-from aesr_sci.metrics import degraded_pair, interpolate
 
 
 def haar_sigma(volume: np.ndarray, mask: np.ndarray) -> float:
@@ -48,7 +49,7 @@ def haar_sigma(volume: np.ndarray, mask: np.ndarray) -> float:
 def analyse(path: str) -> dict:
     hr = read(path)
     lq, ref, mask = degraded_pair(hr, Degradation("kspace", 2))
-    fourier = interpolate(lq.data, 2, convention="origin", method="fourier")[0]
+    fourier = upsample(lq.data, 2, convention="origin", method="fourier")[0]
     ref0 = ref[0].astype(np.float64)
     mse = float(np.mean((fourier - ref0)[mask] ** 2))
     sigma = haar_sigma(ref0, mask)

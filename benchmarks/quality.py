@@ -81,7 +81,7 @@ def run(
     figures: Path | None = ROOT / "docs" / "figures",
 ) -> dict:
     import aesr_sci
-    from aesr_sci.metrics import evaluate, format_table
+    from aesr_sci.evaluation import evaluate, format_table
 
     train_p, val_p, test_p = (_expand(data, s) for s in SPLITS[name])
     recipe = ROOT / "recipes" / f"{name}.yaml"

@@ -21,7 +21,7 @@ def _assert_user_error(result, pattern):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
     assert pattern in lines[0]
-    assert "Traceback" not in result.output and result.stdout == ""
+    assert isinstance(result.exception, SystemExit) and result.stdout == ""
 
 
 def test_info_nifti_text(nifti_path):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from aesr_sci.data.degrade import METHODS, Degradation, add_noise, default_sigma, degrade
-from aesr_sci.errors import DataError, RecipeError
+from aesr_sci.errors import DataError, ParameterError, RecipeError
 from aesr_sci.spatial import Image, SpatialMeta, voxel_to_world
 
 
@@ -135,7 +135,7 @@ def test_recipe_validation_and_round_trip():
         Degradation("lanczos", (2, 2))
     with pytest.raises(RecipeError, match="its parameters are: fwhm, gap, sigma_jitter"):
         Degradation("slice", (1, 1, 4), {"sigma": 1.0})
-    with pytest.raises(RecipeError, match="whole numbers"):
+    with pytest.raises(ParameterError, match="whole numbers"):
         Degradation("area", (1.5, 2))
     with pytest.raises(RecipeError, match="gap must be in"):
         Degradation("slice", (1, 1, 4), {"gap": 1.0})

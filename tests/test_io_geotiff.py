@@ -296,3 +296,24 @@ def test_info_geotiff(geotiff_path):
     assert result["corners"]["lower_right"] == [585000.0 + 36 * 20, 4415000.0 - 40 * 20]
     text = io.format_info(result)
     assert "EPSG:32618" in text and "B3" in text
+
+
+def test_colour_metadata_that_cannot_be_written_is_warned_once(tmp_path, geotiff_path, caplog):
+    """A colour interpretation or colour map that GDAL refuses is left out with one warning, not silently."""
+    import logging
+
+    img = io.read(geotiff_path)
+    extra = {
+        **img.meta.extra,
+        "colorinterp": ["gray", "no_such_colour", "blue"],
+        "colormap": {0: "not a colour"},
+    }
+    bad = img.replace(meta=img.meta.replace(extra=extra))
+    with caplog.at_level(logging.WARNING, logger="aesr_sci.io.geotiff"):
+        io.write(bad, tmp_path / "a.tif")
+        io.write(bad, tmp_path / "b.tif")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "colour interpretation" in m]) == 1, messages
+    assert len([m for m in messages if "colour map" in m]) == 1, messages
+    assert all(str(tmp_path / "a.tif") in m for m in messages)
+    np.testing.assert_array_equal(io.read(tmp_path / "b.tif").data, img.data)

@@ -232,3 +232,30 @@ def test_distributed_two_cpu_processes(tmp_path: Path) -> None:
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert run["world_size"] == 2
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+def test_model_json_records_the_band_names_and_dtype(tmp_path: Path, make_geotiff) -> None:
+    """model.json's band names and dtype come from the data (they used to be always empty and null)."""
+    from aesr_sci.nets import build_model
+    from aesr_sci.recipe import load_recipe
+    from aesr_sci.train import _model_config, check_data_files
+
+    files = [
+        str(make_geotiff(tmp_path / f"t{i}.tif", bands=2, dtype="int16", band_names=["B04", "B08"]))
+        for i in range(2)
+    ]
+    recipe = load_recipe(
+        {
+            "data": {
+                "paths": files,
+                "spatial_dims": 2,
+                "scale": 2,
+                "patch_size": 8,
+                "degradation": {"method": "area"},
+            }
+        }
+    )
+    summary = check_data_files(recipe, files[:1], files[1:])
+    net = build_model("residual", spatial_dims=2, in_channels=2, scale=2, features=4, blocks=1)
+    config = _model_config(recipe, net, 2, summary)
+    assert config["band_names"] == ["B04", "B08"] and config["dtype"] == "int16"

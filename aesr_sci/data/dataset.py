@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from ..spatial import METHODS
 from .degrade import Degradation
 from .item import Augmentation, assemble
 from .normalize import FOREGROUND_THRESHOLD, STATISTICS_POLICIES, Normalizer, statistics_policy
@@ -174,9 +175,7 @@ class PairDataset(Dataset):
         if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
             raise DataError(f"noise must be a level >= 0 or a (low, high) range (got {noise!r})")
         self._noise_range = low_high
-        self.noise_kind = noise_kind or (
-            "rician" if degradation.method in ("kspace", "slice") else "gaussian"
-        )
+        self.noise_kind = noise_kind or METHODS[degradation.method].noise
         self.policy = policy or statistics_policy([s.meta.format for s in self.sources])
         if self.policy not in STATISTICS_POLICIES:
             raise DataError(f"policy must be one of {', '.join(STATISTICS_POLICIES)} (got {policy!r})")

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, RecipeError
-from ..spatial import Image, as_int_scale, as_scale
+from ..spatial import METHODS, Image, as_int_scale, per_axis
 
 __all__ = [
     "METHODS",
@@ -61,9 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-METHODS: tuple[str, ...] = ("kspace", "slice", "gaussian", "area", "bicubic")
-"""The degradation models, see the module docstring."""
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "kspace": (),
@@ -102,13 +99,6 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
         raise RecipeError(f"degradation parameter {name} must be a number {bound} (got {value!r})")
 
 
-def _as_int_scale(scale: Any) -> tuple[int, ...]:
-    try:
-        return as_int_scale(scale, name="degradation scale")
-    except (ValueError, TypeError) as exc:
-        raise RecipeError(f"{exc}; non-integer factors are not supported") from None
-
-
 @dataclass(frozen=True)
 class Degradation:
     """A degradation model: method, integer downsampling factor per spatial axis, parameters.
@@ -116,7 +106,7 @@ class Degradation:
     Parameters
     ----------
     method
-        One of :data:`METHODS`.
+        One of :data:`aesr_sci.spatial.METHODS`.
     scale
         Downsampling factor per spatial axis, e.g. ``(2, 2, 2)`` or ``(1, 1, 4)`` for through-plane.
         A single number applies to every axis of whatever is degraded.
@@ -139,6 +129,8 @@ class Degradation:
     ------
     RecipeError
         For an unknown method or parameter, or an invalid value (the message lists the valid ones).
+    ParameterError
+        For a scale that is not whole numbers of at least 1.
 
     Examples
     --------
@@ -159,7 +151,7 @@ class Degradation:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise RecipeError(f"unknown degradation method {self.method!r}: use one of {', '.join(METHODS)}")
-        object.__setattr__(self, "scale", _as_int_scale(self.scale))
+        object.__setattr__(self, "scale", as_int_scale(self.scale, name="degradation scale"))
         params = dict(self.params or {})
         valid = PARAMS[self.method]
         unknown = sorted(set(params) - set(valid))
@@ -200,7 +192,7 @@ class Degradation:
     @property
     def convention(self) -> str:
         """Grid convention of the low-resolution grid: ``"origin"`` for kspace, ``"fov"`` otherwise."""
-        return "origin" if self.method == "kspace" else "fov"
+        return METHODS[self.method].convention
 
     def scale_for(self, spatial_dims: int) -> tuple[int, ...]:
         """The factor per axis for data with ``spatial_dims`` spatial axes.
@@ -633,7 +625,7 @@ def degrade(
     scale
         Integer factor, or one per spatial axis (``(1, 1, 4)`` for thick slices).
     method
-        One of :data:`METHODS`.
+        One of :data:`aesr_sci.spatial.METHODS`.
     noise
         Noise standard deviation as a fraction of the 99th percentile of the valid data (per band).
     seed
@@ -653,6 +645,8 @@ def degrade(
     ------
     RecipeError
         For an unknown method or parameter.
+    ParameterError
+        For a scale that is not whole numbers >= 1, or not one factor per spatial axis.
     DataError
         If the image is smaller than the scale along some axis.
 
@@ -666,8 +660,7 @@ def degrade(
     ((4, 4, 4), 'origin')
     """
     dims = image.spatial_dims
-    factors = as_scale(scale, dims)
-    deg = Degradation(method, _as_int_scale(factors), params)
+    deg = Degradation(method, per_axis(scale, dims), params)
     int_scale = deg.scale_for(dims)
     shape = image.spatial_shape
     cropped = tuple(n - n % s for n, s in zip(shape, int_scale))
@@ -693,7 +686,7 @@ def degrade(
             y = deg.apply(x)
             lq_mask = None if mask is None else np.ones(y.shape[2:], dtype=bool)
         if noise:
-            kind = noise_kind or ("rician" if method in ("kspace", "slice") else "gaussian")
+            kind = noise_kind or METHODS[method].noise
             rr = torch.from_numpy(_robust_range(np.asarray(data, dtype=np.float32), mask)).float()[None]
             gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
             y = add_noise(y, level=noise, kind=kind, generator=gen, robust_range=rr)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import RecipeError
+from ..spatial import METHODS
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
@@ -114,9 +115,7 @@ def build_dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int)
     from .dataset import PairDataset
 
     d = recipe.data
-    noise_kind = d.degradation.noise_kind or (
-        "rician" if d.degradation.method in ("kspace", "slice") else "gaussian"
-    )
+    noise_kind = d.degradation.noise_kind or METHODS[d.degradation.method].noise
     return PairDataset(
         list(files),
         spatial_dims=d.spatial_dims,

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..spatial import Image, SpatialMeta
+from ..spatial import Image, SpatialMeta, per_axis
 from .degrade import Degradation
 from .normalize import Normalizer, fit_statistics, foreground_level, foreground_mask
 
@@ -114,16 +114,7 @@ def file_axes(spatial_dims: int, file_dims: int, slice_axis: int, values: Sequen
 
 
 def parse_patch(patch_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
-    if isinstance(patch_size, (int, np.integer)):
-        patch = (int(patch_size),) * spatial_dims
-    else:
-        patch = tuple(int(p) for p in patch_size)
-    if len(patch) != spatial_dims or any(p < 1 for p in patch):
-        raise DataError(
-            f"patch_size {list(patch)} must be {spatial_dims} positive numbers (one per spatial axis) "
-            f"for spatial_dims={spatial_dims}"
-        )
-    return patch
+    return per_axis(patch_size, spatial_dims, name="patch_size")
 
 
 def inspect_sources(
@@ -225,14 +216,7 @@ def check_sources(
     >>> check_sources([img], spatial_dims=3, patch_size=16, scale=2)["text"]
     '1 file, 1 channel, 3D patches of [16, 16, 16] at scale [2, 2, 2], 32768 voxels'
     """
-    if isinstance(scale, (int, np.integer)):
-        scale_t = (int(scale),) * spatial_dims
-    else:
-        scale_t = tuple(int(s) for s in scale)
-        if len(scale_t) == 1:
-            scale_t = scale_t * spatial_dims
-        if len(scale_t) != spatial_dims:
-            raise DataError(f"scale {list(scale_t)} must have 1 or {spatial_dims} factors")
+    scale_t = per_axis(scale, spatial_dims)
     sources = inspect_sources(
         paths, spatial_dims=spatial_dims, patch_size=patch_size, scale=scale_t, slice_axis=slice_axis
     )

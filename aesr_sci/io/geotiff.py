@@ -48,6 +48,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+def _warn_once(path: Any, what: str, exc: Exception) -> None:
+    """Log that ``what`` could not be written to ``path``, once per process and kind of failure."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if f"{what}: {reason}" not in _WARNED:
+        _WARNED.add(f"{what}: {reason}")
+        logger.warning("%s: the %s could not be written and is left out (%s)", path, what, reason)
+
 
 #: accepted values of the ``compress`` option
 COMPRESSIONS: tuple[str, ...] = ("deflate", "zstd", "lzw", "none")
@@ -489,11 +499,15 @@ class GeoTiffWriter:
             dst.units = tuple(extra["units"])
         colorinterp = extra.get("colorinterp", ())
         if len(colorinterp) == count:
-            with contextlib.suppress(ValueError, KeyError, Exception):
+            try:
                 dst.colorinterp = [ColorInterp[name] for name in colorinterp]
+            except Exception as exc:  # the pixels are right without it: say so, do not fail the write
+                _warn_once(self.path, f"colour interpretation {list(colorinterp)}", exc)
         if extra.get("colormap") and count >= 1:
-            with contextlib.suppress(ValueError, Exception):
+            try:
                 dst.write_colormap(1, extra["colormap"])
+            except Exception as exc:
+                _warn_once(self.path, "colour map of band 1", exc)
         tags = {k: v for k, v in dict(extra.get("tags", {})).items() if k != PROVENANCE_KEY}
         tags[PROVENANCE_KEY] = provenance_json(meta.provenance)
         dst.update_tags(**tags)

@@ -18,7 +18,7 @@ from monai.networks.layers import Conv
 from torch import nn
 
 from ..errors import ModelError
-from ..spatial import as_int_scale
+from ..spatial import CONVENTIONS, as_int_scale
 
 __all__ = [
     "CONVENTIONS",
@@ -35,8 +35,6 @@ __all__ = [
     "parse_scale",
     "pixel_shuffle",
 ]
-
-CONVENTIONS: tuple[str, ...] = ("fov", "origin")
 
 
 def parse_scale(scale: Any, spatial_dims: int) -> tuple[int, ...]:
@@ -69,7 +67,7 @@ def parse_scale(scale: Any, spatial_dims: int) -> tuple[int, ...]:
     """
     try:
         return as_int_scale(scale, spatial_dims)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:  # the package's one parser; a network's bad argument is a ModelError
         raise ModelError(f"{exc}; spatial_dims is {spatial_dims}") from None
 
 

@@ -1,0 +1,565 @@
+"""The evaluation of a model on held-out files: the degraded pair, the scored voxels, the report, figures.
+
+Training validation and :func:`evaluate` score a file the same way, through :func:`held_out_case`:
+the high-resolution file is degraded with the model's own degradation (no noise, no random blur),
+the normalisation statistics are fitted on the degraded input as inference does, and the reference,
+the scored mask (:func:`foreground`) and the PSNR peak are kept in normalised units, so that
+:meth:`Case.score` gives comparable numbers across files and domains. Baselines get the same
+normalised input as the network (:mod:`aesr_sci.baselines`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .baselines import BASELINES, upsample
+from .errors import ParameterError
+from .metrics import reference_range, score
+from .spatial import Image, SpatialMeta, axis_codes, opposite
+
+__all__ = [
+    "Case",
+    "degraded_pair",
+    "evaluate",
+    "figure_names",
+    "foreground",
+    "format_table",
+    "held_out_case",
+]
+
+log = logging.getLogger(__name__)
+
+_MEAN_KEYS = ("psnr", "ssim", "hf_energy_ratio")
+
+
+# ----------------------------------------------------------------------------- the scored pair
+def foreground(image: Image) -> np.ndarray:
+    """The voxels that are scored: valid pixels (rasters) or foreground voxels (volumes).
+
+    An image with a mask is scored where the mask is ``True``; a GeoTIFF without one everywhere.
+    Volumes: voxels that differ from the background by more than 5 % of the robust intensity range
+    (0.5 to 99.5 percentiles), the background being the median of the volume's outer faces (0 for
+    most scans, a negative constant for z-scored ones such as BRATS).
+    """
+    if image.mask is not None:
+        return np.asarray(image.mask, dtype=bool)
+    data = np.asarray(image.data, dtype=np.float32)
+    if image.meta.format == "geotiff":
+        return np.ones(data.shape[1:], dtype=bool)
+    faces = np.concatenate(
+        [np.moveaxis(data, ax, 1)[:, [0, -1]].reshape(data.shape[0], -1) for ax in range(1, data.ndim)],
+        axis=1,
+    )
+    background = np.median(faces, axis=1).reshape((-1,) + (1,) * (data.ndim - 1))
+    dev = np.abs(data - background).max(axis=0)
+    lo, hi = np.percentile(data, [0.5, 99.5])
+    if hi <= lo:
+        return np.ones(dev.shape, dtype=bool)
+    return dev > 0.05 * (hi - lo)
+
+
+def degraded_pair(hr: Image, degradation: Any) -> tuple[Image, np.ndarray, np.ndarray]:
+    """Degrade a high-resolution image for scoring: ``(lq, reference, mask)``.
+
+    ``lq`` is the degraded :class:`~aesr_sci.spatial.Image` (no noise, no random blur), the
+    reference is the high-resolution data (float32, physical units) cropped to the extent the
+    low-resolution grid covers, and the mask marks the voxels that are scored (:func:`foreground`).
+    """
+    from .data.degrade import degrade
+
+    lq = degrade(hr, scale=degradation.scale, method=degradation.method, **degradation.nominal_params)
+    crop = tuple(slice(0, n * s) for n, s in zip(lq.spatial_shape, degradation.scale_for(hr.spatial_dims)))
+    reference = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)
+    mask = foreground(hr.replace(data=reference, mask=None if hr.mask is None else hr.mask[crop]))
+    return lq, reference, mask
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One held-out file, ready to score predictions against; made by :func:`held_out_case`.
+
+    Attributes
+    ----------
+    path
+        Where the file came from (for messages and reports).
+    lq
+        The degraded input in physical units, with its metadata: what :func:`aesr_sci.upscale` gets.
+    inputs
+        ``lq`` normalised, invalid pixels filled: what the network and the baselines get, ``(C, *S)``.
+    reference
+        The high-resolution reference, normalised, ``(C, *S * scale)`` float32.
+    mask
+        The scored voxels, ``(*S * scale)`` bool.
+    peak
+        The PSNR data range, of the normalised reference inside the mask.
+    normalizer, stats
+        The normalisation and the statistics fitted on the degraded input.
+    degradation
+        The degradation that made ``lq`` (its grid convention places the baselines).
+    meta
+        The reference's metadata (orientation and spacing for figures; band names, units).
+    """
+
+    path: str
+    lq: Image
+    inputs: np.ndarray
+    reference: np.ndarray
+    mask: np.ndarray
+    peak: float
+    normalizer: Any
+    stats: Mapping[str, Any]
+    degradation: Any
+    meta: SpatialMeta
+
+    def normalize(self, data: np.ndarray) -> np.ndarray:
+        """Physical units to the normalised units of the scores."""
+        return np.asarray(self.normalizer.apply(np.asarray(data, np.float32), self.stats), np.float32)
+
+    def physical(self, data: np.ndarray) -> np.ndarray:
+        """Normalised units back to physical units (for figures)."""
+        return np.asarray(self.normalizer.invert(np.asarray(data, np.float32), self.stats), np.float32)
+
+    def score(self, prediction: np.ndarray) -> dict[str, Any]:
+        """Scores of a normalised prediction ``(C, *S * scale)`` against the reference (see
+        :func:`aesr_sci.metrics.score`)."""
+        return score(self.reference, prediction, mask=self.mask, data_range=self.peak)
+
+    @property
+    def factors(self) -> tuple[int, ...]:
+        """The scale factor per spatial axis."""
+        return tuple(self.degradation.scale_for(self.lq.spatial_dims))
+
+    def baseline(self, method: str, data: np.ndarray | None = None) -> np.ndarray:
+        """An interpolation baseline (:func:`aesr_sci.baselines.upsample`) on the model's grid, float32:
+        of the normalised input, or of ``data`` on the input's grid."""
+        data = self.inputs if data is None else data
+        return upsample(data, self.factors, convention=self.degradation.convention, method=method).astype(
+            np.float32
+        )
+
+
+def held_out_case(
+    hr: Image,
+    degradation: Any,
+    normalizer: Any,
+    *,
+    path: str = "",
+    statistics: Mapping[str, Any] | None = None,
+) -> Case:
+    """Prepare a held-out high-resolution image for scoring; validation and :func:`evaluate` both use it.
+
+    Parameters
+    ----------
+    hr
+        The high-resolution image.
+    degradation
+        The model's :class:`~aesr_sci.data.degrade.Degradation`; its nominal parameters are used.
+    normalizer
+        The model's :class:`~aesr_sci.data.normalize.Normalizer`.
+    path
+        A name for messages and reports.
+    statistics
+        How the model fits its statistics (model.json's ``"statistics"``: the mask policy); default
+        the policy of the file's format (:func:`aesr_sci.data.normalize.statistics_policy`).
+    """
+    from .data.normalize import fit_statistics, statistics_policy
+    from .infer import fill_nodata
+
+    lq, reference, mask = degraded_pair(hr, degradation)
+    lq_data = np.asarray(lq.data, dtype=np.float32)
+    # normalisation statistics: fitted on the degraded input, as at inference
+    statistics = statistics or {"policy": statistics_policy(hr.meta.format)}
+    stats = fit_statistics(lq_data, lq.mask, normalizer=normalizer, **statistics)
+    inputs = fill_nodata(np.asarray(normalizer.apply(lq_data, stats), dtype=np.float32), lq.mask)
+    ref_n = np.asarray(normalizer.apply(reference, stats), dtype=np.float32)
+    peak = reference_range(ref_n, mask)
+    return Case(path, lq, inputs, ref_n, mask, peak, normalizer, stats, degradation, hr.meta)
+
+
+def consistency_error(output: Image, lq: Image, degradation: Any) -> float:
+    """Degrade ``output`` again and compare it with the input ``lq``: relative RMS difference."""
+    from .data.degrade import degrade
+
+    again = degrade(
+        output.replace(mask=None),
+        scale=degradation.scale,
+        method=degradation.method,
+        **degradation.nominal_params,
+    )
+    diff = np.asarray(again.data, np.float64) - np.asarray(lq.data, np.float64)
+    denom = float(np.sqrt(np.mean(np.asarray(lq.data, np.float64) ** 2))) or 1.0
+    return float(np.sqrt(np.mean(diff**2)) / denom)
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def evaluate(
+    model: Any,
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    json_path: str | os.PathLike[str] | None = None,
+    figures: str | os.PathLike[str] | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    baselines: Sequence[str] | None = None,
+    patch_size: Sequence[int] | int | None = None,
+) -> dict[str, Any]:
+    """Degrade each high-resolution file with the model's own degradation, upscale it, compare.
+
+    Parameters
+    ----------
+    model
+        A run directory, a ``model.json`` path, or a :class:`aesr_sci.checkpoint.LoadedModel`.
+    paths
+        High-resolution NIfTI or GeoTIFF files (held out from training).
+    json_path
+        Write the report as JSON here.
+    figures
+        Write one PNG panel per file here: input, best baseline, model, reference, two error maps;
+        volumes are cut across their thickest axis, with orientation letters at the edges.
+    baselines
+        Interpolation baselines to compare with; default nearest, linear, cubic, lanczos, plus
+        fourier for k-space models.
+
+    Returns
+    -------
+    dict
+        ``{"model": ..., "files": [{"path", "model": {...}, "baselines": {name: {...}}, ...}],
+        "mean": {...}}``; each score has ``psnr``, ``ssim``, per-band values, ``hf_energy_ratio``
+        (mean squared Laplacian against the reference's: 1 means as much fine detail), and for the
+        model a ``consistency`` error (degrade the output again and compare with the input).
+
+    Raises
+    ------
+    ParameterError
+        Before any work, for no files or an unknown baseline.
+    OutputExistsError, FileWriteError
+        Before any work, for an existing JSON file or figure (without ``overwrite``) or a bad path.
+    MismatchError
+        For a file the model cannot upscale (dimensions, bands).
+    """
+    from .checkpoint import LoadedModel, load_model, write_json
+    from .data.normalize import Normalizer
+    from .fileutil import check_output
+
+    if not paths:
+        raise ParameterError("give at least one high-resolution file to evaluate on")
+    unknown = [b for b in baselines or () if b not in BASELINES]
+    if unknown:
+        raise ParameterError(f"unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(BASELINES)}")
+    if json_path is not None:
+        check_output(json_path, overwrite=overwrite)
+    fig_dir, fig_targets = _figure_targets(paths, figures, overwrite)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device="cpu")
+    names = (
+        list(baselines)
+        if baselines
+        else [b for b in BASELINES if b != "fourier" or loaded.convention == "origin"]
+    )
+    normalizer = Normalizer.from_dict(loaded.normalization)
+    run = {"device": device, "patch_size": patch_size, "progress": progress}
+    files: list[dict[str, Any]] = []
+    made_dir = fig_dir is not None and not fig_dir.exists()
+    existed = {t for t in fig_targets if t.exists()}
+    try:
+        if fig_dir is not None:
+            fig_dir.mkdir(parents=True, exist_ok=True)
+        for path, target in zip(paths, fig_targets or [None] * len(paths)):
+            files.append(_evaluate_file(path, loaded, names, normalizer, run, target, overwrite))
+    except BaseException:  # leave no partial output: the figures this call created go too
+        for target in fig_targets:
+            if target not in existed:
+                target.unlink(missing_ok=True)
+        if made_dir and fig_dir is not None and fig_dir.is_dir() and not any(fig_dir.iterdir()):
+            fig_dir.rmdir()
+        raise
+    report = {
+        "model": str(loaded.path),
+        "scale": list(loaded.scale),
+        "degradation": loaded.config["degradation"],
+        "files": files,
+        "mean": _mean(files, names),
+    }
+    if json_path is not None:
+        write_json(json_path, report, overwrite=overwrite)
+    return report
+
+
+def _figure_targets(
+    paths: Sequence[Any], figures: str | os.PathLike[str] | None, overwrite: bool
+) -> tuple[Path | None, list[Path]]:
+    """The figures' folder and one PNG per file, refused before any work if they cannot be written."""
+    from .errors import FileWriteError
+    from .fileutil import check_output
+
+    if figures is None:
+        return None, []
+    fig_dir = Path(figures)
+    targets = [fig_dir / n for n in figure_names(paths)]
+    if fig_dir.is_dir():
+        for target in targets:
+            check_output(target, overwrite=overwrite)
+    elif fig_dir.exists():
+        raise FileWriteError(f"{fig_dir} is a file: give a directory for the figures")
+    else:
+        check_output(fig_dir)  # its parent must exist and be writable
+    return fig_dir, targets
+
+
+def _best(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The best baseline by PSNR and the model's gain over it."""
+    best = max(entry["baselines"], key=lambda k: entry["baselines"][k]["psnr"])
+    return {"best_baseline": best, "gain_db": entry["model"]["psnr"] - entry["baselines"][best]["psnr"]}
+
+
+def _mean(files: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    def avg(scores: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+        return {k: float(np.mean([s[k] for s in scores])) for k in keys}
+
+    mean: dict[str, Any] = {
+        "model": avg([f["model"] for f in files], (*_MEAN_KEYS, "consistency")),
+        "baselines": {n: avg([f["baselines"][n] for f in files], _MEAN_KEYS) for n in names},
+    }
+    return mean | _best(mean)
+
+
+def _evaluate_file(
+    path: Any,
+    loaded: Any,
+    names: list[str],
+    normalizer: Any,
+    run: Mapping[str, Any],
+    fig_target: Path | None,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Score the model and the baselines on one high-resolution file (see :func:`evaluate`)."""
+    from .infer import check_fit, upscale
+    from .io import read
+
+    deg = loaded.degradation
+    hr = read(path)
+    check_fit(loaded, hr, str(path), thick_slices=False)  # before degrading it with the model's scale
+    case = held_out_case(hr, deg, normalizer, path=str(path), statistics=loaded.statistics)
+    out = upscale(case.lq, loaded, **run)
+    pred = case.normalize(out.data)
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "shape": list(case.reference.shape[1:]),
+        "model": case.score(pred) | {"consistency": consistency_error(out, case.lq, deg)},
+    }
+    ups = {name: case.baseline(name) for name in names}
+    entry["baselines"] = {name: case.score(up) for name, up in ups.items()}
+    entry |= _best(entry)
+    best = entry["best_baseline"]
+    if fig_target is not None:
+        titles = (
+            f"{best} ({entry['baselines'][best]['psnr']:.2f} dB)",
+            f"model ({entry['model']['psnr']:.2f} dB)",
+        )
+        entry["figure"] = str(draw_figure(fig_target, case, ups[best], pred, titles, overwrite=overwrite))
+    log.info(
+        "%s: model %.2f dB, %s %.2f dB", path, entry["model"]["psnr"], best, entry["baselines"][best]["psnr"]
+    )
+    return entry
+
+
+# -------------------------------------------------------------------------------------- figures
+def figure_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """One PNG name per file, unique even when files share a name in different folders.
+
+    ``pat0006/T1c.nii.gz`` and ``pat0007/T1c.nii.gz`` (the BRATS layout) become
+    ``pat0006_T1c.png`` and ``pat0007_T1c.png``; a file whose name is unique keeps its stem.
+    """
+    stems = [Path(p).name.split(".")[0] for p in paths]
+    names = [
+        f"{Path(p).parent.name}_{s}" if stems.count(s) > 1 and Path(p).parent.name else s
+        for p, s in zip(paths, stems)
+    ]
+    return [f"{i:03d}_{n}.png" if names.count(n) > 1 else f"{n}.png" for i, n in enumerate(names)]
+
+
+@dataclass(frozen=True)
+class View:
+    """How a ``(C, *S)`` array is shown as one 2D picture: which plane, and what its edges face.
+
+    Volumes are cut across their thickest axis (the one with the largest scale factor), so the
+    staircase a thick-slice model removes is in the picture; with equal factors, an axial-like cut
+    along the last axis. The horizontal axis grows to the right; a volume's vertical axis grows up
+    (radiological pictures), a raster's down (map pictures).
+    """
+
+    cut_axis: int | None  # None for 2D images
+    index: int
+    horizontal: int
+    vertical: int
+    edges: dict[str, str]  # "left", "right", "top", "bottom" -> orientation label
+    aspect: float
+
+    def picture(self, data: np.ndarray, channel: int = 0) -> np.ndarray:
+        """The 2D picture of one channel of ``data`` ``(C, *S)``."""
+        a = np.asarray(data[channel])
+        if self.cut_axis is None:
+            return a
+        return np.rot90(np.take(a, self.index, axis=self.cut_axis))
+
+
+def choose_view(meta: SpatialMeta, mask: np.ndarray, scale: Sequence[int]) -> View:
+    """The :class:`View` of an image with metadata ``meta``, scored voxels ``mask`` and model ``scale``.
+
+    The cut holds the most scored voxels. Edges carry the world directions of the axes
+    (:func:`aesr_sci.spatial.axis_codes`: R/L, A/P, S/I for volumes, N/S/E/W for rasters with a
+    CRS), or ``row``/``col`` for a raster without one.
+    """
+    dims = mask.ndim
+    spacing = meta.spacing
+    if dims == 2:
+        codes = axis_codes(meta.affine) if meta.crs else ("row", "col")
+        edges = _edges(codes, horizontal=1, vertical=0, up=False)
+        return View(None, 0, 1, 0, edges, spacing[0] / spacing[1])
+    scale = list(scale)
+    thick = int(np.argmax(scale))
+    cut = dims - 1 if len(set(scale)) == 1 else max(a for a in range(dims) if a != thick)
+    horizontal, vertical = (a for a in range(dims) if a != cut)
+    counts = mask.sum(axis=tuple(a for a in range(dims) if a != cut))
+    edges = _edges(axis_codes(meta.affine), horizontal=horizontal, vertical=vertical, up=True)
+    return View(
+        cut, int(np.argmax(counts)), horizontal, vertical, edges, spacing[vertical] / spacing[horizontal]
+    )
+
+
+def _edges(codes: Sequence[str], *, horizontal: int, vertical: int, up: bool) -> dict[str, str]:
+    if codes[0] == "row":  # no world directions: say where the indices grow
+        return {"right": "col +", "bottom": "row +"}
+    dims = len(codes)
+    v = codes[vertical]
+    return {
+        "right": codes[horizontal],
+        "left": opposite(codes[horizontal], dims),
+        "top": v if up else opposite(v, dims),
+        "bottom": opposite(v, dims) if up else v,
+    }
+
+
+def band_label(meta: SpatialMeta, channel: int = 0) -> tuple[str, str]:
+    """The name and the units of one channel, for titles and colour bars.
+
+    Rasters: the band description (or ``band N``) and the band's units when the file gives them,
+    ``DN`` (digital numbers) otherwise, with the scale and offset that turn them into physical
+    values. Volumes: ``intensity``.
+    """
+    names = meta.band_names
+    name = names[channel] if channel < len(names) and names[channel] else f"band {channel + 1}"
+    if meta.format != "geotiff":
+        return (name if names else "", "intensity")
+    extra = meta.extra
+
+    def of(key: str, default: Any) -> Any:
+        values = extra.get(key) or ()
+        return values[channel] if channel < len(values) else default
+
+    units, scale, offset = of("units", ""), float(of("scales", 1.0)), float(of("offsets", 0.0))
+    if scale == 1.0 and offset == 0.0:
+        return name, units or "DN"
+    return name, f"DN ({units or 'value'} = DN x {scale:g} + {offset:g})"
+
+
+def draw_figure(
+    target: Path,
+    case: Case,
+    baseline: np.ndarray,
+    prediction: np.ndarray,
+    titles: tuple[str, str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a 2 x 3 PNG panel: input, baseline, model, reference, and the two error maps.
+
+    Drawn on its own :class:`matplotlib.figure.Figure` with the Agg canvas, so the caller's
+    matplotlib backend and pyplot state are left alone. Arrays are normalised ``(C, *S * scale)``;
+    the picture shows the first channel in physical units.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .fileutil import atomic_output
+
+    view = choose_view(case.meta, case.mask, case.factors)
+    lq_up = case.baseline("nearest", np.asarray(case.lq.data[:1], np.float32))
+    # pixels without data (a raster's nodata) stay blank rather than show filled values
+    blank = view.picture(~case.mask[None]) if case.lq.mask is not None else False
+    ref, base, pred, lq = (
+        np.where(blank, np.nan, view.picture(a))
+        for a in (case.physical(case.reference), case.physical(baseline), case.physical(prediction), lq_up)
+    )
+    vmin, vmax = np.nanpercentile(ref, [0.5, 99.5])
+    err_max = float(np.nanpercentile(np.abs(base - ref), 99.5)) or 1.0
+    name, units = band_label(case.meta)
+    panels = [
+        (lq, "input (low resolution)", "gray", vmin, vmax, units),
+        (base, titles[0], "gray", vmin, vmax, units),
+        (pred, titles[1], "gray", vmin, vmax, units),
+        (ref, "reference (high resolution)", "gray", vmin, vmax, units),
+        (np.abs(base - ref), f"|{titles[0].split()[0]} - reference|", "magma", 0, err_max, units),
+        (np.abs(pred - ref), "|model - reference|", "magma", 0, err_max, units),
+    ]
+    fig = Figure(figsize=(12, 8), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (img, title, cmap, lo, hi, label) in zip(fig.subplots(2, 3).flat, panels):
+        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", aspect=view.aspect)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        _label_edges(ax, view.edges)
+        fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+    where = "" if view.cut_axis is None else f", cut at index {view.index} of axis {view.cut_axis}"
+    fig.suptitle(f"{Path(case.path).name}: {name + ', ' if name else ''}{units}{where}")
+    with atomic_output(target, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    return target
+
+
+def _label_edges(ax: Any, edges: Mapping[str, str]) -> None:
+    """Orientation letters at the middle of each edge of a picture."""
+    places = {"left": (0.01, 0.5, "left", "center"), "right": (0.99, 0.5, "right", "center")}
+    places |= {"top": (0.5, 0.99, "center", "top"), "bottom": (0.5, 0.01, "center", "bottom")}
+    for edge, text in edges.items():
+        x, y, ha, va = places[edge]
+        ax.text(
+            x, y, text, transform=ax.transAxes, ha=ha, va=va, color="yellow", fontsize=9, fontweight="bold"
+        )
+
+
+# ---------------------------------------------------------------------------------------- table
+def format_table(report: dict[str, Any]) -> str:
+    """The evaluation report as a plain-text table: one row per file and a mean row."""
+    files = report["files"]
+    names = list(report["mean"]["baselines"])
+    header = (
+        f"{'file':<34} {'model PSNR':>10} {'SSIM':>6} "
+        + " ".join(f"{n:>9}" for n in names)
+        + f" {'gain dB':>8}"
+    )
+    lines = [header, "-" * len(header)]
+
+    def row(label: str, entry: dict[str, Any]) -> str:
+        base = " ".join(f"{entry['baselines'][n]['psnr']:9.2f}" for n in names)
+        return f"{label[-34:]:<34} {entry['model']['psnr']:10.2f} {entry['model']['ssim']:6.3f} {base} {entry['gain_db']:+8.2f}"
+
+    for f in files:
+        lines.append(row(Path(f["path"]).name, f))
+    lines.append(row("mean", report["mean"]))
+    mean = report["mean"]
+    best = mean["best_baseline"]
+    lines.append(
+        f"PSNR in dB (masked, normalised units); gain = model minus the best baseline ({best}); "
+        f"consistency error {mean['model']['consistency']:.2e}; high-frequency energy vs reference: "
+        f"model {mean['model']['hf_energy_ratio']:.2f}, {best} {mean['baselines'][best]['hf_energy_ratio']:.2f}"
+    )
+    return "\n".join(lines)
