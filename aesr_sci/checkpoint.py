@@ -164,6 +164,16 @@ def _read_model_json(path: Path) -> dict[str, Any]:
     return doc
 
 
+def model_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a model is made of (``model.json`` and its weights), for checking that no output
+    lands on them; empty when ``path`` is not a model."""
+    try:
+        json_path = _model_json_path(path)
+    except ModelError:
+        return []
+    return [json_path, json_path.with_name(MODEL_WEIGHTS)]
+
+
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model saved by training (a run directory, its ``model/`` folder, or ``model.json``).
 

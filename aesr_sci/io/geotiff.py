@@ -174,6 +174,7 @@ def _meta(
         "band_tags": [dict(src.tags(i)) for i in range(1, src.count + 1)],
         "colormap": colormap,
         "per_dataset_mask": any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums),
+        "source_path": str(path),
     }
     return SpatialMeta(
         affine=transform_to_affine(transform),
