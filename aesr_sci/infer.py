@@ -144,9 +144,12 @@ def predict(
 
 
 def fill_nodata(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Replace invalid pixels (``mask == False``) by the value of their nearest valid pixel."""
+    """Replace invalid pixels (``mask == False``) by the value of their nearest valid pixel
+    (``mask`` ``(*spatial)`` for every band, or ``(C, *spatial)`` per band)."""
     if mask is None or mask.all():
         return data
+    if mask.ndim == data.ndim:
+        return np.concatenate([fill_nodata(data[b : b + 1], mask[b]) for b in range(data.shape[0])])
     if not mask.any():
         return np.zeros_like(data)
     from scipy import ndimage
@@ -160,8 +163,9 @@ def _hr_mask(mask: np.ndarray | None, scale: Sequence[int]) -> np.ndarray | None
     if mask is None:
         return None
     out = mask
+    first = mask.ndim - len(scale)  # 1 for a per-band mask (C, *spatial)
     for ax, s in enumerate(scale):
-        out = np.repeat(out, int(s), axis=ax)
+        out = np.repeat(out, int(s), axis=first + ax)
     return out
 
 
@@ -373,6 +377,13 @@ def upscale(
     patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size not in (None, 0) else None
     if patch_size is None:
         patch = loaded.patch_size
+    meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
+        **_provenance(loaded, tta=tta, consistency=consistency)
+    )
+    if img.mask is not None and not img.mask.any():  # nothing valid: all nodata out, nothing invented
+        log.warning("Warning: %s: every pixel is nodata; the output is all nodata", source)
+        shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
+        return Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool))
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
     stats = normalizer.fit(data, mask=img.mask)
@@ -401,9 +412,6 @@ def upscale(
         outs.append(yb)
     y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
-        **_provenance(loaded, tta=tta, consistency=consistency)
-    )
     return Image(out, meta, mask=_hr_mask(img.mask, scale))
 
 
@@ -601,5 +609,5 @@ def _upscale_streaming(
             ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
             ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
             data = up.data[:, ir0:ir1, ic0:ic1]
-            mask = None if up.mask is None else up.mask[ir0:ir1, ic0:ic1]
+            mask = None if up.mask is None else up.mask[..., ir0:ir1, ic0:ic1]
             sink.write(data, ((r0 * scale[0], r1 * scale[0]), (c0 * scale[1], c1 * scale[1])), mask=mask)

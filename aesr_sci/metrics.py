@@ -261,7 +261,7 @@ def _foreground(image: Any) -> np.ndarray:
     scans, a negative constant for z-scored ones such as BRATS).
     """
     if image.mask is not None:
-        return np.asarray(image.mask, dtype=bool)
+        return np.asarray(image.common_mask, dtype=bool)
     data = np.asarray(image.data, dtype=np.float32)
     if image.meta.format == "geotiff":
         return np.ones(data.shape[1:], dtype=bool)
@@ -290,7 +290,7 @@ def degraded_pair(hr: Any, degradation: Any) -> tuple[Any, np.ndarray, np.ndarra
     lq = degrade(hr, scale=degradation.scale, method=degradation.method, **degradation.nominal_params)
     crop = tuple(slice(0, n * s) for n, s in zip(lq.spatial_shape, degradation.scale_for(hr.spatial_dims)))
     reference = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)
-    mask = _foreground(hr.replace(data=reference, mask=None if hr.mask is None else hr.mask[crop]))
+    mask = _foreground(hr.replace(data=reference, mask=None if hr.mask is None else hr.mask[(..., *crop)]))
     return lq, reference, mask
 
 

@@ -240,12 +240,13 @@ def cast_to_dtype(data: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
 
 
 def count_nonfinite(data: np.ndarray, mask: np.ndarray | None = None) -> int:
-    """Number of NaN or Inf values of ``data`` ``(C, *spatial)`` where ``mask`` is True (or anywhere)."""
+    """Number of NaN or Inf values of ``data`` ``(C, *spatial)`` where ``mask`` (``(*spatial)`` or
+    per band ``(C, *spatial)``) is True, or anywhere."""
     if not np.issubdtype(data.dtype, np.floating):
         return 0
     bad = ~np.isfinite(data)
     if mask is not None:
-        bad &= mask[np.newaxis]
+        bad &= mask if mask.ndim == data.ndim else mask[np.newaxis]
     return int(np.count_nonzero(bad))
 
 

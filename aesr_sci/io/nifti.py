@@ -329,7 +329,8 @@ def write_nifti(
     data = np.asarray(image.data)
     if image.mask is not None and not bool(np.all(image.mask)):
         fill = 0.0 if meta.nodata is None else meta.nodata
-        data = np.where(image.mask[np.newaxis], np.asarray(fill, dtype=data.dtype), data)
+        valid = image.mask if image.mask.ndim == data.ndim else image.mask[np.newaxis]
+        data = np.where(valid, data, np.asarray(fill, dtype=data.dtype))
 
     version = extra.get("nifti_version", 1)
     img_cls, hdr_cls = (
