@@ -364,6 +364,10 @@ def evaluate(
     files: list[dict[str, Any]] = []
     made_dir = fig_dir is not None and not fig_dir.exists()
     existed = {t for t in fig_targets if t.exists()}
+    # figures being replaced are set aside, to be put back if a later file fails
+    aside = {t: t.with_name(f".{t.name}.previous") for t in existed}
+    for target, backup in aside.items():
+        os.replace(target, backup)
     try:
         if fig_dir is not None:
             fig_dir.mkdir(parents=True, exist_ok=True)
@@ -375,11 +379,14 @@ def evaluate(
             )
     except BaseException:  # leave no partial output: the figures this call created go too
         for target in fig_targets:
-            if target not in existed:
-                target.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+        for target, backup in aside.items():
+            os.replace(backup, target)
         if made_dir and fig_dir is not None and fig_dir.is_dir() and not any(fig_dir.iterdir()):
             fig_dir.rmdir()
         raise
+    for backup in aside.values():
+        backup.unlink(missing_ok=True)
     mean: dict[str, Any] = {
         "model": {
             k: float(np.mean([f["model"][k] for f in files]))

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FileReadError, FileWriteError, NoCRSWarning
+from ..errors import DataError, FileFormatError, FileReadError, FileWriteError, NoCRSWarning
 from ..fileutil import atomic_output
 from ..spatial import Image, SpatialMeta
 from ._common import (
@@ -176,8 +176,14 @@ def _read_mask(src: Any, window: Any) -> np.ndarray | None:
     return masks[0] if bool((masks == masks[:1]).all()) else masks
 
 
-def _refuse_gcps(path: Path, src: Any) -> None:
-    """A raster georeferenced only by ground control points has no grid to resample: refuse it."""
+def _refuse_unsupported(path: Path, src: Any) -> None:
+    """Refuse complex pixels, and a raster georeferenced only by ground control points (it has no
+    grid to resample), before any pixel is read."""
+    if src.count and np.dtype(src.dtypes[0]).kind == "c":
+        raise FileFormatError(
+            f"{path} stores complex values ({src.dtypes[0]}); write the amplitude (or real and "
+            "imaginary parts as bands) first, e.g. gdal_calc.py --calc='abs(A)'"
+        )
     if src.crs is None and src.transform.is_identity and src.gcps[0]:
         raise FileReadError(
             f"{path} is georeferenced by ground control points only (no geotransform): warp it onto a "
@@ -244,7 +250,7 @@ def read_geotiff_meta(path: str | os.PathLike[str]) -> tuple[SpatialMeta, tuple[
     """
     path = Path(path)
     with _open(path) as src:
-        _refuse_gcps(path, src)
+        _refuse_unsupported(path, src)
         return _meta(path, src, None), (src.count, src.height, src.width)
 
 
@@ -289,7 +295,7 @@ def read_geotiff(
 
     path = Path(path)
     with _open(path) as src:
-        _refuse_gcps(path, src)
+        _refuse_unsupported(path, src)
         win = parse_window(window, (src.height, src.width))
         check_memory((src.count, *((b - a for a, b in win) if win else (src.height, src.width))), path)
         check_affine(
@@ -599,7 +605,7 @@ class GeoTiffWriter:
                 rasterio.shutil.copy(self._gtiff, self._tmp, **options)
         except (RasterioError, OSError) as exc:
             raise FileWriteError(
-                f"cannot write the Cloud-Optimized GeoTIFF {self.path}: {one_line(exc)}"
+                f"cannot write the Cloud-Optimized GeoTIFF {self.path}: {_write_problem(exc)}"
             ) from None
 
 
