@@ -476,3 +476,31 @@ def test_python_warnings_once_without_source_lines(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert ".py:" not in proc.stderr and "warnings.warn" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_all_nodata_raster_upscales_to_all_nodata(tmp_path: Path) -> None:
+    from aesr_sci.io import read
+
+    src = _tif(tmp_path, "z.tif", bands=2, height=16, width=16, data=np.zeros((2, 16, 16)), nodata=0)
+    result = CliRunner().invoke(
+        main, ["-q", "upscale", str(_model(tmp_path)), str(src), str(tmp_path / "o.tif")]
+    )
+    assert result.exit_code == 0, result.output
+    out = read(tmp_path / "o.tif")
+    assert out.spatial_shape == (32, 32) and not out.mask.any() and (out.data == 0).all()
+
+
+def test_per_band_nodata_survives_upscaling(tmp_path: Path) -> None:
+    """A pixel missing in one band stays valid in the others through upscale."""
+    from aesr_sci.io import read
+
+    data = np.full((2, 16, 16), 100, np.uint16)
+    data[0, 8, 8] = 0
+    src = _tif(tmp_path, "a.tif", bands=2, height=16, width=16, data=data, nodata=0, nodata_border=0)
+    result = CliRunner().invoke(
+        main, ["-q", "upscale", str(_model(tmp_path)), str(src), str(tmp_path / "o.tif")]
+    )
+    assert result.exit_code == 0, result.output
+    out = read(tmp_path / "o.tif")
+    assert out.mask.shape == (2, 32, 32)
+    assert (~out.mask[0]).sum() == 4 and out.mask[1].all()
