@@ -33,7 +33,7 @@ import torch
 
 from . import __version__
 from .checkpoint import LoadedModel, load_model
-from .errors import FileFormatError, MismatchError
+from .errors import FileFormatError, FileWriteError, MismatchError
 from .spatial import Image
 
 __all__ = ["fill_nodata", "predict", "project_consistent", "select_device", "upscale", "upscale_files"]
@@ -433,12 +433,16 @@ def _plan(
         files = sorted(p for p in ins[0].iterdir() if _is_image(p))
         if not files:
             raise FileFormatError(f"{ins[0]} holds no .nii, .nii.gz, .tif or .tiff files")
+        if out.exists() and not out.is_dir():
+            raise FileWriteError(f"{out} is a file: give a folder as the output of the folder {ins[0]}")
         return [(f, out / f.name) for f in files]
     for p in ins:
         if not p.exists():
             from .errors import FileReadError
 
             raise FileReadError(f"{p}: no such file")
+    if len(ins) > 1 and out.exists() and not out.is_dir():
+        raise FileWriteError(f"{out} is a file: give a folder as the output of {len(ins)} inputs")
     if len(ins) > 1 or out.is_dir():
         return [(p, out / p.name) for p in ins]
     return [(ins[0], out)]
@@ -451,7 +455,6 @@ def _check_batch(
 
     Returns ``(input, output, meta, shape)`` for each file to process.
     """
-    from .errors import FileWriteError
     from .fileutil import check_output
     from .io import read_meta
 
