@@ -48,15 +48,14 @@ def _user_errors(func: F) -> F:
 
 
 class _Once(logging.Filter):
-    """Let each distinct warning message through once (GDAL repeats its warnings per block)."""
+    """Let each distinct message through once (GDAL repeats its warnings per block, a per-band
+    operation its notes per band)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
         text = record.getMessage()
         if text in self.seen:
             return False

@@ -67,8 +67,9 @@ def check_output(
     path = Path(path)
     for source in inputs:
         if same_file(path, source):
+            which = "an input" if str(path) == str(source) else f"the same file as the input {source}"
             raise FileWriteError(
-                f"{path} is the input {source}: writing it would destroy the input; choose another output name"
+                f"{path} is {which}: writing it would destroy the input; choose another output name"
             )
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists: pass --overwrite (overwrite=True) to replace it")
