@@ -227,6 +227,18 @@ def device_bogus(tmp: Path) -> Case:
     )
 
 
+def train_device_bogus(tmp: Path) -> Case:
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mri_x2.yaml"
+    return Case(
+        ["train", str(recipe), "--out", str(tmp / "run"), "--device", "gpu0"], ["--device"], usage=True
+    )
+
+
+def evaluate_device_bogus(tmp: Path) -> Case:
+    src = _tif(tmp)
+    return Case(["evaluate", str(_model(tmp)), str(src), "--device", "cuda:x"], ["--device"], usage=True)
+
+
 def models_too_many_channels(tmp: Path) -> Case:
     return Case(["models", "--channels", "100000"], ["--channels", "1024"], usage=True)
 
@@ -343,6 +355,8 @@ ROWS: list[Callable[[Path], Case]] = [
     model_json_without_network,
     export_without_extra,
     device_bogus,
+    train_device_bogus,
+    evaluate_device_bogus,
     models_too_many_channels,
     degrade_huge_sigma,
     geotiff_full_disk,
