@@ -284,6 +284,59 @@ def _short_descrip(record: dict[str, Any], original: str) -> str:
     return text.encode("ascii", "replace")[:_DESCRIP_BYTES].decode("ascii")
 
 
+def _file_array(
+    arr: np.ndarray, out_dtype: np.dtype, extra: dict[str, Any], hdr: Any, path: Any
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The array to store (file order) and the source's ``(scl_slope, scl_inter)`` when they still fit.
+
+    Integer outputs of a scaled source keep its scaling when the values fit; otherwise nibabel
+    chooses new ones (the header's scaling is cleared for it).
+    """
+    slope, inter = extra.get("scl_slope"), extra.get("scl_inter")
+    keep_scaling: tuple[float, float] | None = None
+    if np.issubdtype(out_dtype, np.integer) and np.issubdtype(arr.dtype, np.floating) and slope is not None:
+        info = np.iinfo(out_dtype)
+        with np.errstate(invalid="ignore"):
+            raw = np.rint((arr.astype(np.float64) - inter) / slope)
+        if count_nonfinite(raw[np.newaxis]) == 0 and raw.min() >= info.min and raw.max() <= info.max:
+            arr = raw.astype(out_dtype)
+            keep_scaling = (slope, inter)
+        else:  # values no longer fit the source scaling: let nibabel choose slope and inter
+            if count_nonfinite(arr[np.newaxis]):
+                raise DataError(f"NaN or Inf values cannot be written as {out_dtype}: write a float dtype")
+            arr = arr.astype(np.float64)
+            hdr.set_slope_inter(np.nan, np.nan)
+            logger.info("%s: values exceed the source scaling; nibabel chooses scl_slope/scl_inter", path)
+    else:
+        arr = cast_to_dtype(arr, out_dtype)
+        hdr.set_slope_inter(np.nan, np.nan)
+    return arr, keep_scaling
+
+
+def _describe(out: Any, extra: dict[str, Any], provenance: Any, path: Any, *, regridded: bool) -> None:
+    """Description, extensions and provenance of the output header.
+
+    The new description is a readable summary; the input's own goes into the provenance. Extensions
+    that describe the input's grid are dropped when the grid changed; the provenance is a JSON
+    extension.
+    """
+    import nibabel as nib
+
+    original = extra.get("descrip", "")
+    record = provenance_record(provenance)
+    descrip = _short_descrip(record, original)
+    if original and descrip != original and not original.startswith("aesr-sci"):
+        record.setdefault("source_description", original)
+    out.header["descrip"] = descrip.encode("latin-1")
+    for code, content in extra.get("nifti_extensions", []):
+        if regridded and code in _GRID_ECODES:
+            logger.info("%s: dropping header extension %d, which describes the input's grid", path, code)
+            continue
+        out.header.extensions.append(nib.nifti1.Nifti1Extension(code, content))
+    payload = json.dumps({PROVENANCE_KEY: record}, sort_keys=True, default=str).encode()
+    out.header.extensions.append(nib.nifti1.Nifti1Extension(_JSON_ECODE, payload))
+
+
 def write_nifti(
     image: Image,
     path: str | os.PathLike[str],
@@ -350,27 +403,9 @@ def write_nifti(
     hdr.set_data_shape(shape)
     hdr.set_data_dtype(out_dtype)
 
-    # array in file order (X, Y, Z[, T]) and scaling
-    arr = np.moveaxis(data, 0, 3) if four_d else data[0]
-    slope, inter = extra.get("scl_slope"), extra.get("scl_inter")
-    keep_scaling: tuple[float, float] | None = None
-    if np.issubdtype(out_dtype, np.integer) and np.issubdtype(arr.dtype, np.floating) and slope is not None:
-        info = np.iinfo(out_dtype)
-        with np.errstate(invalid="ignore"):
-            raw = np.rint((arr.astype(np.float64) - inter) / slope)
-        if count_nonfinite(raw[np.newaxis]) == 0 and raw.min() >= info.min and raw.max() <= info.max:
-            arr = raw.astype(out_dtype)
-            keep_scaling = (slope, inter)
-        else:  # values no longer fit the source scaling: let nibabel choose slope and inter
-            if count_nonfinite(arr[np.newaxis]):
-                raise DataError(f"NaN or Inf values cannot be written as {out_dtype}: write a float dtype")
-            arr = arr.astype(np.float64)
-            hdr.set_slope_inter(np.nan, np.nan)
-            logger.info("%s: values exceed the source scaling; nibabel chooses scl_slope/scl_inter", path)
-    else:
-        arr = cast_to_dtype(arr, out_dtype)
-        hdr.set_slope_inter(np.nan, np.nan)
-
+    arr, keep_scaling = _file_array(
+        np.moveaxis(data, 0, 3) if four_d else data[0], out_dtype, extra, hdr, path
+    )
     out = img_cls(arr, None, header=hdr)
     if keep_scaling is not None:  # the image constructor resets the header's scaling
         out.header.set_slope_inter(*keep_scaling)
@@ -387,19 +422,7 @@ def write_nifti(
 
     if "nifti_header" in extra:
         out.header["pixdim"][4:] = source_pixdim[4:]
-    original = extra.get("descrip", "")
-    record = provenance_record(meta.provenance)
-    descrip = _short_descrip(record, original)
-    if original and descrip != original and not original.startswith("aesr-sci"):
-        record.setdefault("source_description", original)
-    out.header["descrip"] = descrip.encode("latin-1")
-    for code, content in extra.get("nifti_extensions", []):
-        if regridded and code in _GRID_ECODES:
-            logger.info("%s: dropping header extension %d, which describes the input's grid", path, code)
-            continue
-        out.header.extensions.append(nib.nifti1.Nifti1Extension(code, content))
-    payload = json.dumps({PROVENANCE_KEY: record}, sort_keys=True, default=str).encode()
-    out.header.extensions.append(nib.nifti1.Nifti1Extension(_JSON_ECODE, payload))
+    _describe(out, extra, meta.provenance, path, regridded=regridded)
 
     with atomic_output(path, overwrite=overwrite) as tmp:
         try:
