@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,10 +54,33 @@ FORMAT = "aesr-sci.model"
 FORMAT_VERSION = 1
 
 
+def _finite_json(obj: Any, replaced: list[str], where: str = "") -> Any:
+    """``obj`` with NaN and infinite floats replaced by None (JSON has no Infinity); their keys in
+    ``replaced``."""
+    if isinstance(obj, dict):
+        return {k: _finite_json(v, replaced, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v, replaced, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        replaced.append(where)
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = True) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, valid JSON, atomically; NaN and infinite numbers (the PSNR of two
+    identical images) become ``null``, with one warning that says which."""
+    replaced: list[str] = []
+    clean = _finite_json(obj, replaced)
+    if replaced:
+        log.warning(
+            "Warning: %s: %d non-finite number(s) written as null (e.g. %s; an infinite PSNR means identical images)",
+            path,
+            len(replaced),
+            replaced[0],
+        )
     with atomic_output(path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
     return Path(path)
 
 
@@ -176,6 +200,40 @@ def _read_model_json(path: Path) -> dict[str, Any]:
     return doc
 
 
+def model_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a model is made of (``model.json`` and its weights), for checking that no output
+    lands on them; empty when ``path`` is not a model."""
+    try:
+        json_path = _model_json_path(path)
+    except ModelError:
+        return []
+    return [json_path, json_path.with_name(MODEL_WEIGHTS)]
+
+
+def _build_network(json_path: Path, doc: dict[str, Any]) -> torch.nn.Module:
+    """The network that ``model.json`` describes; one line naming the file when it cannot."""
+    from .nets import build_model
+
+    net_cfg = doc.get("network")
+    for key in ("degradation", "normalization"):
+        if not isinstance(doc.get(key), dict):
+            raise ModelError(f"{json_path} has no {key!r} section: restore the file written by training")
+    if not isinstance(net_cfg, dict) or not isinstance(net_cfg.get("name"), str):
+        raise ModelError(
+            f"{json_path} has no 'network' section with a 'name': restore the file written by training"
+        )
+    net_cfg = dict(net_cfg)
+    name = net_cfg.pop("name")
+    try:
+        return build_model(name, **net_cfg)
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, ModelError):
+            raise ModelError(f"{json_path}: {exc}") from None
+        raise ModelError(
+            f"{json_path}: its network settings are invalid ({exc}); restore the file written by training"
+        ) from None
+
+
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a model saved by training (a run directory, its ``model/`` folder, or ``model.json``).
 
@@ -190,25 +248,28 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     >>> model.scale, model.convention  # doctest: +SKIP
     ((2, 2, 2), 'origin')
     """
-    from .nets import build_model
-
     json_path = _model_json_path(path)
     doc = _read_model_json(json_path)
     weights = json_path.with_name(MODEL_WEIGHTS)
     if not weights.is_file():
         raise ModelError(f"{json_path} has no {MODEL_WEIGHTS} beside it: the model is incomplete")
-    net_cfg = dict(doc["network"])
-    name = net_cfg.pop("name")
-    network = build_model(name, **net_cfg)
+    network = _build_network(json_path, doc)
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{weights} is not a readable safetensors file ({exc})") from None
-    missing, unexpected = network.load_state_dict(state, strict=False)
+    fix = f"restore the {MODEL_JSON} written with these weights"
+    try:
+        missing, unexpected = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of other shapes: the settings were edited
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), "")
+        raise ModelError(
+            f"{json_path}: its network settings disagree with {weights.name} ({first}); {fix}"
+        ) from None
     if missing or unexpected:
         raise ModelError(
-            f"{weights} does not fit the network in {json_path.name}: "
-            f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
+            f"{json_path}: its network settings disagree with {weights.name} "
+            f"({len(missing)} missing and {len(unexpected)} unexpected tensors); {fix}"
         )
     network.to(device).eval()
     return LoadedModel(network=network, config=doc, path=json_path.parent)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +25,9 @@ from .spatial import METHODS, per_axis
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USER_ERROR = 2
+#: bounds that keep a mistyped option from running for minutes or filling the memory
+MAX_SIGMA = 64.0
+MAX_CHANNELS = 1024
 
 
 def _user_errors(func: F) -> F:
@@ -44,9 +48,46 @@ def _user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _Once(logging.Filter):
+    """Let each distinct message through once (GDAL repeats its warnings per block, a per-band
+    operation its notes per band)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_args: Any, **_kwargs: Any) -> None:
+    """Python warnings as one log line, without the source file and line they came from."""
+    logging.getLogger("aesr_sci").warning("Warning: %s", " ".join(str(message).split()))
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    import warnings
+
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _Once) for f in handler.filters):
+            handler.addFilter(_Once())
+    warnings.showwarning = _show_warning
+
+
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def _check_device(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """``--device``: auto, cpu, mps, cuda or cuda:N (availability is checked when it is used)."""
+    if value is not None and not _DEVICE.fullmatch(value.strip().lower()):
+        raise click.BadParameter(f"{value!r} is not a device: use cpu, cuda or cuda:N (e.g. cuda:0)")
+    return None if value is None else value.strip().lower()
 
 
 class _BadValue(click.BadParameter):
@@ -120,7 +161,12 @@ def info(path: str, as_json: bool) -> None:
     show_default=True,
     help="Degradation model (see the docs' degradation section).",
 )
-@click.option("--sigma", type=float, default=None, help="gaussian: blur sigma in high-resolution pixels.")
+@click.option(
+    "--sigma",
+    type=click.FloatRange(0, MAX_SIGMA, min_open=True),
+    default=None,
+    help=f"gaussian: blur sigma in high-resolution pixels (at most {MAX_SIGMA:g}).",
+)
 @click.option(
     "--gap", type=float, default=0.0, show_default=True, help="slice: gap between slices, in slices."
 )
@@ -157,7 +203,7 @@ def degrade(
     from .fileutil import check_output
     from .io import read, write
 
-    check_output(output, overwrite=overwrite)
+    check_output(output, overwrite=overwrite, inputs=[input])
     params: dict[str, Any] = {}
     if sigma is not None:
         params["sigma"] = sigma
@@ -187,7 +233,12 @@ def degrade(
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None, help="Run directory."
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
+@click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    help="cpu, cuda or cuda:N (default: CUDA when available).",
+)
 @click.option("--check", is_flag=True, help="Validate the recipe and the data, then stop.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out directory, replacing its contents.")
 @click.pass_context
@@ -253,13 +304,19 @@ def train(
 @click.option(
     "--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Windows per forward pass."
 )
-@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available).")
+@click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    help="cpu, cuda or cuda:N (default: CUDA when available).",
+)
 @click.option("--tta", is_flag=True, help="Average over flips and in-plane rotations.")
 @click.option(
     "--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input."
 )
 @click.option("--cog", is_flag=True, help="GeoTIFF: write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
+@click.option("--skip-existing", is_flag=True, help="Leave outputs that exist as they are (resume a batch).")
 @click.pass_context
 @_user_errors
 def upscale(
@@ -274,12 +331,14 @@ def upscale(
     consistency: bool,
     cog: bool,
     overwrite: bool,
+    skip_existing: bool,
 ) -> None:
     """Upscale INPUT... into OUTPUT with MODEL (a training run directory or a model.json file).
 
     The last path is the output: a file for one input, a directory for several inputs or an input
     directory. Outputs keep their metadata (affine or transform, CRS, band names, nodata, dtype)
-    with the grid moved exactly as the model's degradation defines.
+    with the grid moved exactly as the model's degradation defines. Every input and output name is
+    checked before the first file is processed; --skip-existing resumes an interrupted batch.
 
     \b
     Example:
@@ -290,6 +349,8 @@ def upscale(
 
     if len(paths) < 2:
         raise click.UsageError("give at least one INPUT and an OUTPUT")
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing exclude each other: give one")
     written = upscale_files(
         model,
         list(paths[:-1]),
@@ -302,6 +363,7 @@ def upscale(
         consistency=consistency,
         cog=cog,
         overwrite=overwrite,
+        skip_existing=skip_existing,
         progress=not ctx.obj["quiet"],
     )
     for path in written:
@@ -322,7 +384,7 @@ def upscale(
 @click.option(
     "--figures", type=click.Path(file_okay=False, path_type=str), default=None, help="Write PNG panels here."
 )
-@click.option("--device", default=None, help="cpu, cuda or cuda:N.")
+@click.option("--device", default=None, callback=_check_device, help="cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON file or figures if they exist.")
 @click.pass_context
 @_user_errors
@@ -344,9 +406,13 @@ def evaluate(
     Example:
       aesr-sci evaluate runs/mri_x2 held_out/*.nii.gz --json scores.json --figures figs/
     """
+    from .checkpoint import model_files
     from .evaluation import evaluate as evaluate_api
     from .evaluation import format_table
+    from .fileutil import check_output
 
+    if json_path is not None:  # never onto an input, whatever --overwrite says
+        check_output(json_path, overwrite=True, inputs=[*paths, *model_files(model)])
     report = evaluate_api(
         model,
         list(paths),
@@ -363,7 +429,11 @@ def evaluate(
 @main.command(short_help="List the networks with parameters and compute per output voxel.")
 @click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="3", show_default=True)
 @click.option(
-    "--channels", type=click.IntRange(1), default=1, show_default=True, help="Input and output channels."
+    "--channels",
+    type=click.IntRange(1, MAX_CHANNELS),
+    default=1,
+    show_default=True,
+    help=f"Input and output channels (at most {MAX_CHANNELS}).",
 )
 @click.option("--scale", callback=_parse_scale, default="2", show_default=True, help="Scale factor.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -429,9 +499,11 @@ def export(model: str, output: str, fmt: str | None, overwrite: bool) -> None:
     Example:
       aesr-sci export runs/mri_x2 mri_x2.onnx
     """
-    from .checkpoint import load_model
+    from .checkpoint import load_model, model_files
+    from .fileutil import check_output
     from .nets.export import export_model
 
+    check_output(output, overwrite=overwrite, inputs=model_files(model))
     loaded = load_model(model)
     report = export_model(
         loaded.network, output, fmt=fmt, example_shape=loaded.example_shape(), overwrite=overwrite

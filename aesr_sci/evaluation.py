@@ -49,7 +49,7 @@ def foreground(image: Image) -> np.ndarray:
     most scans, a negative constant for z-scored ones such as BRATS).
     """
     if image.mask is not None:
-        return np.asarray(image.mask, dtype=bool)
+        return np.asarray(image.common_mask, dtype=bool)
     data = np.asarray(image.data, dtype=np.float32)
     if image.meta.format == "geotiff":
         return np.ones(data.shape[1:], dtype=bool)
@@ -77,7 +77,7 @@ def degraded_pair(hr: Image, degradation: Any) -> tuple[Image, np.ndarray, np.nd
     lq = degrade(hr, scale=degradation.scale, method=degradation.method, **degradation.nominal_params)
     crop = tuple(slice(0, n * s) for n, s in zip(lq.spatial_shape, degradation.scale_for(hr.spatial_dims)))
     reference = np.asarray(hr.data[(slice(None), *crop)], dtype=np.float32)
-    mask = foreground(hr.replace(data=reference, mask=None if hr.mask is None else hr.mask[crop]))
+    mask = foreground(hr.replace(data=reference, mask=None if hr.mask is None else hr.mask[(..., *crop)]))
     return lq, reference, mask
 
 
@@ -267,19 +267,25 @@ def evaluate(
     run = {"device": device, "patch_size": patch_size, "progress": progress}
     files: list[dict[str, Any]] = []
     made_dir = fig_dir is not None and not fig_dir.exists()
-    existed = {t for t in fig_targets if t.exists()}
+    # figures being replaced are set aside, to be put back if a later file fails
+    aside = {t: t.with_name(f".{t.name}.previous") for t in fig_targets if t.exists()}
+    for target, backup in aside.items():
+        os.replace(target, backup)
     try:
         if fig_dir is not None:
             fig_dir.mkdir(parents=True, exist_ok=True)
         for path, target in zip(paths, fig_targets or [None] * len(paths)):
             files.append(_evaluate_file(path, loaded, names, normalizer, run, target, overwrite))
-    except BaseException:  # leave no partial output: the figures this call created go too
+    except BaseException:  # leave no partial output: the figures this call created go, old ones return
         for target in fig_targets:
-            if target not in existed:
-                target.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+        for target, backup in aside.items():
+            os.replace(backup, target)
         if made_dir and fig_dir is not None and fig_dir.is_dir() and not any(fig_dir.iterdir()):
             fig_dir.rmdir()
         raise
+    for backup in aside.values():
+        backup.unlink(missing_ok=True)
     report = {
         "model": str(loaded.path),
         "scale": list(loaded.scale),

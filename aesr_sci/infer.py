@@ -34,7 +34,7 @@ import torch
 
 from . import __version__
 from .checkpoint import LoadedModel, load_model
-from .errors import FileFormatError, MismatchError
+from .errors import FileFormatError, FileWriteError, MismatchError
 from .spatial import Image, per_axis
 
 __all__ = ["fill_nodata", "predict", "project_consistent", "select_device", "upscale", "upscale_files"]
@@ -136,9 +136,12 @@ def predict(
 
 
 def fill_nodata(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Replace invalid pixels (``mask == False``) by the value of their nearest valid pixel."""
+    """Replace invalid pixels (``mask == False``) by the value of their nearest valid pixel
+    (``mask`` ``(*spatial)`` for every band, or ``(C, *spatial)`` per band)."""
     if mask is None or mask.all():
         return data
+    if mask.ndim == data.ndim:
+        return np.concatenate([fill_nodata(data[b : b + 1], mask[b]) for b in range(data.shape[0])])
     if not mask.any():
         return np.zeros_like(data)
     from scipy import ndimage
@@ -152,8 +155,9 @@ def _hr_mask(mask: np.ndarray | None, scale: Sequence[int]) -> np.ndarray | None
     if mask is None:
         return None
     out = mask
+    first = mask.ndim - len(scale)  # 1 for a per-band mask (C, *spatial)
     for ax, s in enumerate(scale):
-        out = np.repeat(out, int(s), axis=ax)
+        out = np.repeat(out, int(s), axis=first + ax)
     return out
 
 
@@ -262,6 +266,30 @@ def check_fit(model: LoadedModel, image: Image, source: str, *, thick_slices: bo
             )
 
 
+def check_spacing(
+    model: LoadedModel, spacing: Sequence[float], source: str, *, factor: float = 1.5
+) -> str | None:
+    """A one-line warning when the input's voxel size, or its anisotropy, is more than ``factor``
+    away from what the model expects (its training data's spacing times its scale); else None."""
+    trained = model.config.get("training_spacing")
+    if not trained or len(trained) != len(spacing) or len(spacing) != len(model.scale):
+        return None
+    expected = np.asarray(trained, float) * np.asarray(model.scale, float)
+    got = np.asarray(spacing, float)
+    if np.any(expected <= 0) or np.any(got <= 0):
+        return None
+    size = float(np.max(np.maximum(got / expected, expected / got)))
+    shape = (got.max() / got.min()) / (expected.max() / expected.min())
+    if max(size, shape, 1 / shape) <= factor:
+        return None
+    fmt = "x".join(f"{v:.3g}" for v in got)
+    want = "x".join(f"{v:.3g}" for v in expected)
+    return (
+        f"{source}: its voxels are {fmt} but the model expects about {want} (its training data at "
+        f"scale {list(model.scale)}): results may be poor; resample the input or train on similar data"
+    )
+
+
 def _provenance(model: LoadedModel, *, tta: bool, consistency: bool) -> dict[str, Any]:
     net = model.config["network"]
     return {
@@ -341,6 +369,13 @@ def upscale(
     patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size not in (None, 0) else None
     if patch_size is None:
         patch = loaded.patch_size
+    meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
+        **_provenance(loaded, tta=tta, consistency=consistency)
+    )
+    if img.mask is not None and not img.mask.any():  # nothing valid: all nodata out, nothing invented
+        log.warning("Warning: %s: every pixel is nodata; the output is all nodata", source)
+        shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
+        return Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool))
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
     stats = fit_statistics(data, img.mask, normalizer=normalizer, **loaded.statistics)
@@ -369,9 +404,6 @@ def upscale(
         outs.append(yb)
     y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
-        **_provenance(loaded, tta=tta, consistency=consistency)
-    )
     return Image(out, meta, mask=_hr_mask(img.mask, scale))
 
 
@@ -393,15 +425,57 @@ def _plan(
         files = sorted(p for p in ins[0].iterdir() if _is_image(p))
         if not files:
             raise FileFormatError(f"{ins[0]} holds no .nii, .nii.gz, .tif or .tiff files")
+        if out.exists() and not out.is_dir():
+            raise FileWriteError(f"{out} is a file: give a folder as the output of the folder {ins[0]}")
         return [(f, out / f.name) for f in files]
     for p in ins:
         if not p.exists():
             from .errors import FileReadError
 
             raise FileReadError(f"{p}: no such file")
+    if len(ins) > 1 and out.exists() and not out.is_dir():
+        raise FileWriteError(f"{out} is a file: give a folder as the output of {len(ins)} inputs")
     if len(ins) > 1 or out.is_dir():
         return [(p, out / p.name) for p in ins]
     return [(ins[0], out)]
+
+
+def _check_batch(
+    loaded: LoadedModel, plan: Sequence[tuple[Path, Path]], *, overwrite: bool, skip_existing: bool
+) -> list[tuple[Path, Path, Any, tuple[int, ...]]]:
+    """Check every input and output of a batch before any work; drop outputs to skip.
+
+    Returns ``(input, output, meta, shape)`` for each file to process.
+    """
+    from .fileutil import check_output
+    from .io import read_meta
+
+    sources = [src for src, _ in plan]
+    seen: dict[str, Path] = {}
+    for src, dst in plan:
+        key = os.path.normcase(os.path.abspath(dst))
+        if key in seen:
+            raise FileWriteError(
+                f"{src} and {seen[key]} would both be written to {dst}: give them different names or "
+                "upscale them into different folders"
+            )
+        seen[key] = src
+    todo, warned = [], False
+    for src, dst in plan:
+        meta, shape = read_meta(src)
+        check_fit(loaded, Image(np.zeros((shape[0],) + (1,) * (len(shape) - 1), np.float32), meta), str(src))
+        note = check_spacing(loaded, meta.spacing, str(src))
+        if note and not warned:
+            log.warning("Warning: %s", note)
+            warned = True
+        if skip_existing and dst.exists():
+            check_output(dst, overwrite=True, inputs=sources)
+            log.info("%s exists: skipped", dst)
+            continue
+        if dst.parent.is_dir() or len(plan) == 1:
+            check_output(dst, overwrite=overwrite, inputs=sources)
+        todo.append((src, dst, meta, shape))
+    return todo
 
 
 def upscale_files(
@@ -417,39 +491,33 @@ def upscale_files(
     consistency: bool = False,
     cog: bool = False,
     overwrite: bool = False,
+    skip_existing: bool = False,
     progress: bool = False,
     stream: bool | None = None,
     block: int = 1024,
 ) -> list[Path]:
     """Upscale files into files (the command line's ``upscale``); returns the written paths.
 
-    Every output is checked before any work (existing files are not overwritten unless asked), each
-    is written atomically, and a failure leaves no partial file behind. GeoTIFFs are streamed block
+    Every input (readable, band count, dimensionality) and every output (unique names, none of them
+    an input, existing files not overwritten unless asked, or skipped with ``skip_existing``) is
+    checked before any work; each output is written atomically, and a failure leaves no partial
+    file behind. GeoTIFFs are streamed block
     by block (``block`` input pixels a side, with a halo) when ``stream`` is true, or, by default,
     when they hold more than 64 Mi pixel values; peak memory then depends on ``block``, not on the
     raster.
     """
     from tqdm.auto import tqdm
 
-    from .fileutil import check_output
-    from .io import read, read_meta, write
+    from .io import read, write
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    plan = _plan(inputs, output)
-    if len(plan) > 1 or Path(output).is_dir():
+    plan = _check_batch(loaded, _plan(inputs, output), overwrite=overwrite, skip_existing=skip_existing)
+    if plan and (len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
-    for src, dst in plan:
-        if src.resolve() == dst.resolve():
-            raise MismatchError(f"{dst}: the output would replace its input; choose another name")
-        check_output(dst, overwrite=overwrite)
     written = []
-    for src, dst in tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"):
-        meta, shape = read_meta(src)
+    for src, dst, meta, shape in tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"):
         streaming = math.prod(shape) > _STREAM_PIXELS if stream is None else stream
         if meta.format == "geotiff" and streaming and not consistency:
-            check_fit(
-                loaded, Image(np.zeros((shape[0],) + (1,) * (len(shape) - 1), np.float32), meta), str(src)
-            )
             _upscale_streaming(
                 loaded,
                 src,
@@ -536,5 +604,5 @@ def _upscale_streaming(
             ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
             ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
             data = up.data[:, ir0:ir1, ic0:ic1]
-            mask = None if up.mask is None else up.mask[ir0:ir1, ic0:ic1]
+            mask = None if up.mask is None else up.mask[..., ir0:ir1, ic0:ic1]
             sink.write(data, ((r0 * scale[0], r1 * scale[0]), (c0 * scale[1], c1 * scale[1])), mask=mask)

@@ -378,7 +378,11 @@ class Image:
     meta
         Where the array lives and how to write it back.
     mask
-        Optional boolean ``(*spatial)`` array, ``True`` where every band is valid (not nodata).
+        Optional boolean validity (True = valid, not nodata): ``(*spatial)`` when it holds for every
+        band (a NIfTI, a GeoTIFF's internal mask or alpha band, nodata in the same pixels of every
+        band), or ``(C, *spatial)``, one mask per band (GDAL's per-band nodata: a pixel where one
+        band equals nodata is missing in that band only). :attr:`common_mask` reduces it to
+        ``(*spatial)``.
 
     Examples
     --------
@@ -398,10 +402,13 @@ class Image:
                 f"an image with a {self.meta.spatial_dims}D affine needs a (C, *spatial) array of "
                 f"{self.meta.spatial_dims + 1} dimensions, got shape {tuple(self.data.shape)}"
             )
-        if self.mask is not None and tuple(self.mask.shape) != tuple(self.data.shape[1:]):
+        if self.mask is not None and tuple(self.mask.shape) not in (
+            tuple(self.data.shape[1:]),
+            tuple(self.data.shape),
+        ):
             raise DataError(
-                f"mask shape {tuple(self.mask.shape)} does not match the image's spatial shape "
-                f"{tuple(self.data.shape[1:])}"
+                f"mask shape {tuple(self.mask.shape)} matches neither the image's spatial shape "
+                f"{tuple(self.data.shape[1:])} nor its shape {tuple(self.data.shape)} (one mask per band)"
             )
 
     @property
@@ -430,6 +437,13 @@ class Image:
 
         lo_hi = [(-0.5, n - 0.5) for n in self.spatial_shape]
         return self.world(np.array(list(itertools.product(*lo_hi))))
+
+    @property
+    def common_mask(self) -> np.ndarray | None:
+        """``(*spatial)`` validity, True where every band is valid (a per-band mask reduced), or None."""
+        if self.mask is None or self.mask.ndim == self.spatial_dims:
+            return self.mask
+        return np.all(self.mask, axis=0)
 
     def replace(self, **changes: Any) -> Image:
         """A copy with some fields changed (``data``, ``meta`` or ``mask``)."""

@@ -559,6 +559,10 @@ def _model_config(
         "spatial_dims": d.spatial_dims,
         "slice_axis": d.slice_axis,
         "inference_patch": patch,
+        # median voxel or pixel size of the training files: inference warns on inputs far from it
+        "training_spacing": np.median(summary["spacings"], axis=0).tolist()
+        if summary.get("spacings")
+        else None,
         "recipe": recipe.name,
         "recipe_source": recipe.source,
     }

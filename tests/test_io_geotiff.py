@@ -317,3 +317,104 @@ def test_colour_metadata_that_cannot_be_written_is_warned_once(tmp_path, geotiff
     assert len([m for m in messages if "colour map" in m]) == 1, messages
     assert all(str(tmp_path / "a.tif") in m for m in messages)
     np.testing.assert_array_equal(io.read(tmp_path / "b.tif").data, img.data)
+
+
+def _rgb_with_scattered_nodata():
+    data = np.full((3, 40, 36), 100, np.uint16)
+    data[0, 20, 20] = 0  # nodata in band 1 only
+    data[1, 5:10, 5:10] = 0  # a block missing in band 2 only
+    return data
+
+
+def test_per_band_nodata_follows_gdal(tmp_path, make_geotiff):
+    """A pixel equal to nodata in one band is missing in that band only (GDAL's per-band masks)."""
+    src = make_geotiff(tmp_path / "a.tif", data=_rgb_with_scattered_nodata(), nodata=0, nodata_border=0)
+    img = io.read(src)
+    with rasterio.open(src) as ds:
+        np.testing.assert_array_equal(img.mask, ds.read_masks() > 0)
+    assert img.mask.shape == (3, 40, 36) and not img.mask[0, 20, 20] and img.mask[1:, 20, 20].all()
+    assert img.common_mask.shape == (40, 36) and not img.common_mask[20, 20]
+    io.write(img, tmp_path / "b.tif")
+    back = io.read(tmp_path / "b.tif")
+    np.testing.assert_array_equal(back.data, img.data)
+    np.testing.assert_array_equal(back.mask, img.mask)
+
+
+def test_degrade_keeps_other_bands_of_a_pixel_missing_in_one(tmp_path, make_geotiff):
+    from aesr_sci.data.degrade import degrade
+
+    src = make_geotiff(tmp_path / "a.tif", data=_rgb_with_scattered_nodata(), nodata=0, nodata_border=0)
+    lq = degrade(io.read(src), scale=2, method="area")
+    io.write(lq, tmp_path / "lq.tif")
+    back = io.read(tmp_path / "lq.tif")
+    missing = (~back.mask).sum(axis=(1, 2)) if back.mask.ndim == 3 else None
+    assert missing is not None and list(missing) == [1, 9, 0]  # band 3 loses nothing
+    assert (back.data[2] == 100).all()
+
+
+def test_all_nodata_raster_stays_all_nodata(tmp_path, make_geotiff):
+    from aesr_sci.data.degrade import degrade
+
+    src = make_geotiff(tmp_path / "z.tif", bands=2, height=16, width=16, data=np.zeros((2, 16, 16)), nodata=0)
+    lq = degrade(io.read(src), scale=2, method="area")
+    io.write(lq, tmp_path / "lq.tif")
+    back = io.read(tmp_path / "lq.tif")
+    assert not back.mask.any() and (back.data == 0).all()
+
+
+def test_alpha_band_is_a_dataset_mask(tmp_path):
+    profile = {
+        "driver": "GTiff",
+        "width": 16,
+        "height": 16,
+        "count": 4,
+        "dtype": "uint8",
+        "photometric": "RGB",
+    }
+    profile.update(crs="EPSG:32633", transform=Affine(10, 0, 500000, 0, -10, 4000000))
+    data = np.full((4, 16, 16), 50, np.uint8)
+    data[3] = 255
+    data[3, :4] = 0
+    with rasterio.open(tmp_path / "a.tif", "w", alpha="YES", **profile) as dst:
+        dst.write(data)
+    img = io.read(tmp_path / "a.tif")
+    assert img.mask.shape == (16, 16) and not img.mask[:4].any() and img.mask[4:].all()
+
+
+def test_stale_statistics_are_dropped(tmp_path, make_geotiff):
+    src = make_geotiff(
+        tmp_path / "a.tif",
+        bands=1,
+        tags={"STATISTICS_MEAN": "3", "KEEP": "yes"},
+        band_tags=[{"STATISTICS_MAXIMUM": "9", "STATISTICS_MINIMUM": "1", "WAVELENGTH": "665"}],
+    )
+    io.write(io.read(src), tmp_path / "b.tif")
+    with rasterio.open(tmp_path / "b.tif") as ds:
+        assert ds.tags()["KEEP"] == "yes" and not any(k.startswith("STATISTICS_") for k in ds.tags())
+        assert ds.tags(1) == {"WAVELENGTH": "665"}
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("transform", [Affine(20.0, 0.0, 585000.0, 0.0, -20.0, 4415000.0), ROTATED, SOUTH_UP])
+def test_output_transform_is_exact(tmp_path, make_geotiff, scale, transform):
+    """Zooming by s gives exactly src.transform @ Affine.scale(1 / s): no 1e-10 m drift."""
+    src = make_geotiff(tmp_path / "a.tif", bands=1, height=24, width=24, transform=transform)
+    img = io.read(src)
+    lq = Image(img.data[:, ::scale, ::scale], img.meta.zoom(1 / scale, convention="fov"))
+    io.write(lq, tmp_path / "lq.tif")
+    up = img.meta.zoom(scale, convention="fov")
+    data = np.repeat(np.repeat(img.data, scale, axis=1), scale, axis=2)
+    io.write(Image(data, up), tmp_path / "hr.tif")
+    with (
+        rasterio.open(src) as s,
+        rasterio.open(tmp_path / "lq.tif") as lq,
+        rasterio.open(tmp_path / "hr.tif") as hr,
+    ):
+        assert lq.transform == s.transform @ Affine.scale(scale)
+        assert hr.transform == s.transform @ Affine.scale(1 / scale)
+
+
+def test_cog_writes_no_gdal_warning(tmp_path, geotiff_path, caplog):
+    caplog.set_level("WARNING")
+    io.write(io.read(geotiff_path), tmp_path / "c.tif", cog=True)
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")], caplog.text

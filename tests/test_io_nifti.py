@@ -248,3 +248,65 @@ def test_unsupported_extension(tmp_path, nifti_path):
     other.write_bytes(b"\x00" * 400)
     with pytest.raises(FileFormatError, match="supported extensions"):
         io.read(other)
+
+
+def test_sform_and_qform_that_differ_each_keep_their_own_geometry(tmp_path):
+    """A file whose sform and qform disagree: each written form is its own input form, zoomed."""
+    import nibabel as nib
+
+    from aesr_sci.data.degrade import degrade
+    from aesr_sci.spatial import zoom_affine
+
+    sform = np.array([[0.9, 0.1, 0, -50], [-0.1, 0.95, 0.2, -60], [0, -0.2, 2.5, -20], [0, 0, 0, 1]])
+    qform = np.array([[1.0, 0, 0, -40], [0, 1.0, 0, -55], [0, 0, 2.4, -10], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.random.default_rng(0).random((20, 18, 16)).astype("float32"), sform)
+    img.set_sform(sform, code=2)
+    img.set_qform(qform, code=1)
+    img.header["pixdim"][4] = 2.5  # TR
+    img.header.set_xyzt_units("mm", "msec")
+    img.header.set_intent("estimate")
+    img.header["cal_min"], img.header["cal_max"] = 3.0, 90.0
+    img.header["descrip"] = b"T1 MPRAGE 1mm"
+    img.header.extensions.append(nib.nifti1.Nifti1Extension(4, b"<AFNI_attributes ni_form='ni_group'/>"))
+    nib.save(img, tmp_path / "a.nii")
+    lq = degrade(io.read(tmp_path / "a.nii"), scale=2, method="area")
+    io.write(lq, tmp_path / "b.nii")
+    out = nib.load(tmp_path / "b.nii")
+    hdr = out.header
+    corners = np.array([[-0.5, -0.5, -0.5], [9.5, 8.5, 7.5], [0.0, 0.0, 0.0], [9.0, 8.0, 7.0]])
+    for written, source in ((hdr.get_sform(), sform), (hdr.get_qform(), qform)):
+        expected = zoom_affine(source, 0.5, convention="fov")
+        world = corners @ written[:3, :3].T + written[:3, 3]
+        np.testing.assert_allclose(world, corners @ expected[:3, :3].T + expected[:3, 3], atol=1e-4)
+    # the far corner of the input's field of view is where it was, in both forms
+    far = np.array([19.5, 17.5, 15.5])
+    np.testing.assert_allclose(
+        hdr.get_qform()[:3, :3] @ (far / 2 - 0.25) + hdr.get_qform()[:3, 3],
+        qform[:3, :3] @ far + qform[:3, 3],
+        atol=1e-4,
+    )
+    assert (int(hdr["sform_code"]), int(hdr["qform_code"])) == (2, 1)
+    assert hdr["pixdim"][4] == 2.5 and hdr.get_xyzt_units() == ("mm", "msec")
+    assert hdr.get_intent()[0] == "estimate" and (hdr["cal_min"], hdr["cal_max"]) == (3.0, 90.0)
+    assert [e.get_code() for e in hdr.extensions] == [6]  # the AFNI extension described the old grid
+    descrip = hdr["descrip"].item().decode()
+    assert descrip.startswith("aesr-sci") and "degradation=area" in descrip and "{" not in descrip
+    assert io.read(tmp_path / "b.nii").meta.provenance["source_description"] == "T1 MPRAGE 1mm"
+
+
+def test_unchanged_grid_keeps_extensions(tmp_path, make_nifti):
+    src = make_nifti(tmp_path / "a.nii.gz", extensions=[(4, b"<AFNI/>")])
+    io.write(io.read(src), tmp_path / "b.nii.gz")
+    import nibabel as nib
+
+    assert [e.get_code() for e in nib.load(tmp_path / "b.nii.gz").header.extensions] == [4, 6]
+
+
+def test_masked_voxels_get_the_fill_value(tmp_path, nifti_path):
+    img = io.read(nifti_path)
+    mask = np.ones(img.spatial_shape, bool)
+    mask[:3] = False
+    io.write(img.replace(mask=mask), tmp_path / "m.nii.gz")
+    back = io.read(tmp_path / "m.nii.gz").data
+    assert (back[:, :3] == 0).all()
+    np.testing.assert_array_equal(back[:, 3:], img.data[:, 3:])

@@ -659,6 +659,14 @@ def degrade(
     >>> lq.spatial_shape, lq.meta.provenance["degradation"]["convention"]
     ((4, 4, 4), 'origin')
     """
+    if image.mask is not None and image.mask.ndim == image.data.ndim:  # per-band nodata: band by band
+        kw = {"scale": scale, "method": method, "noise": noise, "seed": seed, "noise_kind": noise_kind}
+        bands = [
+            degrade(image.replace(data=image.data[b : b + 1], mask=image.mask[b]), **kw, **params)
+            for b in range(image.channels)
+        ]
+        masks = np.stack([np.ones(b.spatial_shape, bool) if b.mask is None else b.mask for b in bands])
+        return bands[0].replace(data=np.concatenate([b.data for b in bands]), mask=masks)
     dims = image.spatial_dims
     deg = Degradation(method, per_axis(scale, dims), params)
     int_scale = deg.scale_for(dims)

@@ -174,16 +174,23 @@ class Normalizer:
         if mask is not None:
             m = mask.detach().cpu().numpy() if _is_torch(mask) else np.asarray(mask)
             m = m.astype(bool)
-            if m.ndim == arr.ndim:  # mask given with a channel axis of size 1
-                m = np.moveaxis(m, channel_axis, 0)[0]
-            values = [band[m] for band in arr]
+            if m.ndim == arr.ndim:  # one mask per channel (GeoTIFF per-band nodata), or a channel axis of 1
+                m = np.moveaxis(m, channel_axis, 0)
+                masks = list(m) if m.shape[0] == arr.shape[0] else [m[0]] * len(arr)
+            else:
+                masks = [m] * len(arr)
+            values = [band[mb] for band, mb in zip(arr, masks)]
         else:
             values = [band.ravel() for band in arr]
-        if values and values[0].size == 0:
+        if values and all(v.size == 0 for v in values):
             raise DataError("cannot fit the normalisation: the mask selects no valid pixel")
         groups = values if self.per_channel else [np.concatenate(values)]
         low, high = [], []
         for v in groups:
+            if v.size == 0:  # a band without valid pixels: its output is all nodata anyway
+                low.append(0.0)
+                high.append(1.0)
+                continue
             v = v[np.isfinite(v)].astype(np.float64)
             if v.size == 0:
                 raise DataError("cannot fit the normalisation: no finite value")

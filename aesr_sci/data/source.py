@@ -348,14 +348,14 @@ class PairSource:
         if src.image is not None:
             region = tuple(slice(a, b) for a, b in window)
             data = np.asarray(src.image.data[(slice(None), *region)], dtype=np.float32)
-            mask = src.image.mask[region] if src.image.mask is not None else None
+            mask = src.image.common_mask[region] if src.image.mask is not None else None
         else:
             from .. import io as aio
 
             full = all(a == 0 and b == n for (a, b), n in zip(window, src.file_shape))
             img = aio.read(src.path, window=None if full else [tuple(w) for w in window])
             data = np.asarray(img.data, dtype=np.float32)
-            mask = img.mask
+            mask = img.common_mask  # training uses pixels valid in every band
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
             if mask.all():

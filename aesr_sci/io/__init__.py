@@ -156,7 +156,8 @@ def write(
     from ..fileutil import check_output
 
     fmt = format_from_suffix(path)
-    check_output(path, overwrite=overwrite)
+    source = image.meta.extra.get("source_path")  # never write onto the file the image came from
+    check_output(path, overwrite=overwrite, inputs=[source] if source else ())
     if fmt == "nifti":
         from .nifti import write_nifti
 

@@ -26,6 +26,8 @@ __all__ = [
     "cast_to_dtype",
     "count_nonfinite",
     "check_finite",
+    "check_affine",
+    "check_memory",
     "provenance_record",
     "provenance_json",
     "parse_provenance",
@@ -101,11 +103,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     FileFormatError
         If the extension is unsupported or the content is neither NIfTI nor TIFF.
     """
+    from ..fileutil import check_regular_file
+
     path = Path(path)
     if not path.exists():
         raise FileReadError(f"{path}: no such file")
-    if path.is_dir():
-        raise FileReadError(f"{path} is a directory: give a NIfTI or GeoTIFF file")
+    check_regular_file(path)
     expected = format_from_suffix(path)
     try:
         found = _sniff(path)
@@ -127,6 +130,50 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             "%s has a %s extension but contains %s data; reading it as %s", path, expected, found, found
         )
     return found
+
+
+def check_affine(affine: np.ndarray, path: str | os.PathLike[str], fix: str) -> None:
+    """Refuse an index-to-world matrix that holds NaN or Inf or cannot be inverted (``fix``: how
+    to repair the file's geometry)."""
+    m = np.asarray(affine, dtype=np.float64)
+    d = m.shape[0] - 1
+    finite = bool(np.all(np.isfinite(m)))
+    if finite:
+        zooms = np.linalg.norm(m[:d, :d], axis=0)
+        det = abs(float(np.linalg.det(m[:d, :d])))
+    if not finite or not np.all(zooms > 0) or det <= 1e-12 * float(np.prod(zooms)):
+        what = (
+            "NaN or Inf values" if not finite else "a singular matrix (a zero voxel size or collinear axes)"
+        )
+        raise FileFormatError(f"{path}: its geometry (affine) holds {what}; {fix}")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process (physical memory when the OS does not say)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(shape: Sequence[int], path: str | os.PathLike[str], *, itemsize: int = 4) -> None:
+    """Refuse, before allocating, to read an image whose ``shape`` needs more than the memory
+    available (float32 working copies: ``itemsize`` 4), naming the file and the sizes."""
+    need = int(np.prod([int(n) for n in shape], dtype=np.float64)) * itemsize
+    avail = available_memory()
+    if need > avail:
+        raise DataError(
+            f"{path}: its header claims a {' x '.join(map(str, shape))} image ({need / 2**30:.3g} GiB in "
+            f"memory), more than the {avail / 2**30:.3g} GiB available: check the header's dimensions, "
+            "or read it in windows (read(path, window=...))"
+        )
 
 
 def parse_window(
@@ -193,12 +240,13 @@ def cast_to_dtype(data: np.ndarray, dtype: str | np.dtype) -> np.ndarray:
 
 
 def count_nonfinite(data: np.ndarray, mask: np.ndarray | None = None) -> int:
-    """Number of NaN or Inf values of ``data`` ``(C, *spatial)`` where ``mask`` is True (or anywhere)."""
+    """Number of NaN or Inf values of ``data`` ``(C, *spatial)`` where ``mask`` (``(*spatial)`` or
+    per band ``(C, *spatial)``) is True, or anywhere."""
     if not np.issubdtype(data.dtype, np.floating):
         return 0
     bad = ~np.isfinite(data)
     if mask is not None:
-        bad &= mask[np.newaxis]
+        bad &= mask if mask.ndim == data.ndim else mask[np.newaxis]
     return int(np.count_nonzero(bad))
 
 

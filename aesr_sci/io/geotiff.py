@@ -10,6 +10,7 @@ back, not applied.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -22,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FileReadError, FileWriteError, NoCRSWarning
+from ..errors import DataError, FileFormatError, FileReadError, FileWriteError, NoCRSWarning
 from ..fileutil import atomic_output
 from ..spatial import Image, SpatialMeta
 from ._common import (
     PROVENANCE_KEY,
     cast_to_dtype,
+    check_affine,
+    check_memory,
     one_line,
     parse_provenance,
     parse_window,
@@ -96,14 +99,33 @@ def affine_to_transform(affine: np.ndarray) -> Any:
     return Affine(float(a), float(b), float(c), float(d), float(e), float(f))
 
 
+def _snap(value: float) -> float:
+    """``value`` as the nearest fraction of small denominator (1/3, 3/4...) when within 1e-9 of it."""
+    from fractions import Fraction
+
+    frac = Fraction(value).limit_denominator(4096)
+    return float(frac) if abs(float(frac) - value) < 1e-9 else value
+
+
 def _transform_for(meta: SpatialMeta) -> Any:
-    """The transform to write: the source's own when the affine is unchanged (exact), else derived."""
+    """The transform to write, computed in one place with affine arithmetic.
+
+    The source's own transform when the affine is unchanged; for a resampled grid the source's
+    transform times the change of pixel grid, that change snapped to exact fractions, so an output
+    zoomed by ``s`` has exactly ``src.transform * Affine.scale(1 / s)`` (field of view kept) or that
+    shifted by a whole fraction of a pixel (origin kept), without the ~1e-10 drift of converting
+    through pixel centres.
+    """
     from affine import Affine
 
     stored = meta.extra.get("transform") if meta.format == "geotiff" else None
-    if stored is not None and np.array_equal(transform_to_affine(stored), meta.affine):
-        return Affine(*stored[:6])
-    return affine_to_transform(meta.affine)
+    if stored is None:
+        return affine_to_transform(meta.affine)
+    source = Affine(*stored[:6])
+    if np.array_equal(transform_to_affine(source), meta.affine):
+        return source
+    change = ~source @ affine_to_transform(meta.affine)
+    return source @ Affine(*(_snap(v) for v in tuple(change)[:6]))
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -149,6 +171,36 @@ def _has_mask(src: Any) -> bool:
     return any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
 
 
+def _read_mask(src: Any, window: Any) -> np.ndarray | None:
+    """Validity as GDAL defines it: ``(rows, cols)`` for an internal (per-dataset) mask or an alpha
+    band, or for nodata that marks the same pixels in every band; ``(bands, rows, cols)`` when
+    per-band nodata marks different pixels in different bands (a pixel equal to nodata in one band
+    is missing in that band only). None when every pixel is valid by construction."""
+    from rasterio.enums import MaskFlags
+
+    if not _has_mask(src):
+        return None
+    if any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums):
+        return src.dataset_mask(window=window) > 0
+    masks = src.read_masks(window=window) > 0
+    return masks[0] if bool((masks == masks[:1]).all()) else masks
+
+
+def _refuse_unsupported(path: Path, src: Any) -> None:
+    """Refuse complex pixels, and a raster georeferenced only by ground control points (it has no
+    grid to resample), before any pixel is read."""
+    if src.count and np.dtype(src.dtypes[0]).kind == "c":
+        raise FileFormatError(
+            f"{path} stores complex values ({src.dtypes[0]}); write the amplitude (or real and "
+            "imaginary parts as bands) first, e.g. gdal_calc.py --calc='abs(A)'"
+        )
+    if src.crs is None and src.transform.is_identity and src.gcps[0]:
+        raise FileReadError(
+            f"{path} is georeferenced by ground control points only (no geotransform): warp it onto a "
+            "grid first, e.g. gdalwarp -r near in.tif gridded.tif"
+        )
+
+
 def _meta(
     path: Path, src: Any, window: tuple[tuple[int, int], ...] | None, *, warn: bool = True
 ) -> SpatialMeta:
@@ -184,6 +236,7 @@ def _meta(
         "band_tags": [dict(src.tags(i)) for i in range(1, src.count + 1)],
         "colormap": colormap,
         "per_dataset_mask": any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums),
+        "source_path": str(path),
     }
     return SpatialMeta(
         affine=transform_to_affine(transform),
@@ -207,6 +260,7 @@ def read_geotiff_meta(path: str | os.PathLike[str]) -> tuple[SpatialMeta, tuple[
     """
     path = Path(path)
     with _open(path) as src:
+        _refuse_unsupported(path, src)
         return _meta(path, src, None), (src.count, src.height, src.width)
 
 
@@ -251,12 +305,17 @@ def read_geotiff(
 
     path = Path(path)
     with _open(path) as src:
+        _refuse_unsupported(path, src)
         win = parse_window(window, (src.height, src.width))
+        check_memory((src.count, *((b - a for a, b in win) if win else (src.height, src.width))), path)
+        check_affine(
+            transform_to_affine(src.transform), path, "fix its geotransform (gdal_edit.py -a_ullr or -a_srs)"
+        )
         rwin = Window.from_slices(*win) if win else None
         meta = _meta(path, src, win)
         try:
             data = src.read(window=rwin)
-            mask = np.all(src.read_masks(window=rwin) > 0, axis=0) if _has_mask(src) else None
+            mask = _read_mask(src, rwin)
         except (RasterioError, OSError) as exc:
             raise FileReadError(
                 f"{path}: the pixels cannot be read ({one_line(exc)}); the file is truncated or corrupt"
@@ -280,8 +339,25 @@ def _nodata_for(nodata: float | None, dtype: np.dtype) -> float | None:
     return nodata
 
 
+def _write_problem(exc: BaseException) -> str:
+    """What went wrong while writing, with the fix for the common case of a full disk."""
+    text = one_line(exc)
+    nospace = getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text
+    return "the disk is full; free some space or write elsewhere" if nospace else text
+
+
 def _block_size(height: int, width: int) -> int:
     return 512 if height * width >= 8192 * 8192 else 256
+
+
+#: tags that describe the input's values and go stale once the pixels change
+_STALE_TAGS = ("STATISTICS_", "HISTOGRAM", PROVENANCE_KEY)
+
+
+def _current_tags(tags: Any) -> dict[str, str]:
+    """``tags`` without statistics, histograms and the old provenance (gdalinfo and QGIS would
+    stretch the output with the input's values)."""
+    return {k: v for k, v in dict(tags or {}).items() if not str(k).upper().startswith(_STALE_TAGS)}
 
 
 class GeoTiffWriter:
@@ -382,12 +458,17 @@ class GeoTiffWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        from rasterio.errors import RasterioError
+
         if self._stack is None:
             return False
         stack, self._stack = self._stack, None
         try:
-            with _quiet_rasterio():
-                self._dst.close()
+            try:
+                with _quiet_rasterio():
+                    self._dst.close()
+            except (RasterioError, OSError) as close_exc:
+                raise FileWriteError(f"cannot write {self.path}: {_write_problem(close_exc)}") from None
             if exc_type is None and self.cog:
                 self._to_cog()
         except BaseException as err:
@@ -407,6 +488,7 @@ class GeoTiffWriter:
         them invalid.
         """
         import rasterio
+        from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
         if self._dst is None or self._stack is None:
@@ -422,14 +504,20 @@ class GeoTiffWriter:
             )
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
-            if mask.shape != block.shape[1:]:
-                raise DataError(f"mask shape {mask.shape} does not match the block's {block.shape[1:]}")
+            if mask.shape not in (block.shape[1:], block.shape):
+                raise DataError(
+                    f"mask shape {mask.shape} matches neither {block.shape[1:]} nor {block.shape}"
+                )
             if bool(mask.all()):
                 mask = None if not self._has_mask else mask
         out = self._prepare(block, mask)
         rwin = Window.from_slices((r0, r1), (c0, c1))
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-            self._write(out, rwin, mask, (r0, r1, c0, c1))
+        common = mask if mask is None or mask.ndim == 2 else mask.all(axis=0)
+        try:
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+                self._write(out, rwin, common, (r0, r1, c0, c1))
+        except (RasterioError, OSError) as exc:
+            raise FileWriteError(f"cannot write {self.path}: {_write_problem(exc)}") from None
         self._windows.append(rwin)
 
     def _write(self, out: np.ndarray, rwin: Any, mask: np.ndarray | None, box: tuple[int, ...]) -> None:
@@ -455,24 +543,20 @@ class GeoTiffWriter:
         nodata = self.nodata
         if mask is None:
             return cast_to_dtype(block, self.dtype)
-        invalid = ~mask
-        injected = invalid[np.newaxis] & ~np.isfinite(block) if block.dtype.kind == "f" else None
+        valid = np.broadcast_to(mask, block.shape)  # a (rows, cols) mask holds for every band
+        invalid = ~valid
+        injected = invalid & ~np.isfinite(block) if block.dtype.kind == "f" else None
         if injected is not None and np.issubdtype(self.dtype, np.integer):
             block = np.where(injected, np.zeros((), block.dtype), block)  # NaN in masked pixels
         out = np.array(cast_to_dtype(block, self.dtype), copy=True)
         if nodata is None:
             if np.issubdtype(self.dtype, np.integer):
-                out[:, invalid] = 0  # hidden by the internal mask; zeros compress well
+                out[invalid] = 0  # hidden by the internal mask; zeros compress well
             return out
         is_nodata = np.isnan(out) if math.isnan(nodata) else out == nodata
-        if injected is not None and np.issubdtype(self.dtype, np.integer):
-            is_nodata &= ~injected
-        # a pixel where some band already holds nodata reads back as invalid: keep its other bands
-        # (exact round trips of rasters whose bands have nodata in different places)
-        fill = invalid & ~is_nodata.any(axis=0)
-        out[:, fill] = nodata
+        out[invalid] = nodata  # per band, as GDAL reads nodata
         # a valid pixel that rounds to the nodata value would read back as missing: nudge it
-        clash = is_nodata & mask[np.newaxis]
+        clash = is_nodata & valid
         if clash.any():
             if math.isnan(nodata):
                 pass  # NaN in valid pixels is rejected by read(check_finite=True), nothing to nudge
@@ -508,12 +592,12 @@ class GeoTiffWriter:
                 dst.write_colormap(1, extra["colormap"])
             except Exception as exc:
                 _warn_once(self.path, "colour map of band 1", exc)
-        tags = {k: v for k, v in dict(extra.get("tags", {})).items() if k != PROVENANCE_KEY}
+        tags = _current_tags(extra.get("tags", {}))
         tags[PROVENANCE_KEY] = provenance_json(meta.provenance)
         dst.update_tags(**tags)
         for i, band_tags in enumerate(extra.get("band_tags", ())[:count], start=1):
-            if band_tags:
-                dst.update_tags(i, **band_tags)
+            if _current_tags(band_tags):
+                dst.update_tags(i, **_current_tags(band_tags))
 
     def _to_cog(self) -> None:
         import rasterio.shutil
@@ -525,7 +609,7 @@ class GeoTiffWriter:
             "BLOCKSIZE": self.profile["blockxsize"],
             "BIGTIFF": "IF_SAFER",
             "COMPRESS": self.compress.upper() if self.compress != "none" else "NONE",
-            "OVERVIEWS": "IF_NEEDED",
+            "OVERVIEWS": "AUTO",
             "OVERVIEW_RESAMPLING": "NEAREST" if self.meta.extra.get("colormap") else "AVERAGE",
         }
         if self.compress != "none":
@@ -535,7 +619,7 @@ class GeoTiffWriter:
                 rasterio.shutil.copy(self._gtiff, self._tmp, **options)
         except (RasterioError, OSError) as exc:
             raise FileWriteError(
-                f"cannot write the Cloud-Optimized GeoTIFF {self.path}: {one_line(exc)}"
+                f"cannot write the Cloud-Optimized GeoTIFF {self.path}: {_write_problem(exc)}"
             ) from None
 
 
@@ -621,13 +705,10 @@ def geotiff_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         has_mask = _has_mask(src)
         for _, win in src.block_windows(1):
             data = src.read(window=win).astype(np.float64)
-            valid = np.all(src.read_masks(window=win) > 0, axis=0) if has_mask else None
-            finite = np.isfinite(data)
-            if valid is not None:
-                finite &= valid[np.newaxis]
+            valid = np.broadcast_to(_read_mask(src, win), data.shape) if has_mask else True
+            finite = np.isfinite(data) & valid
             if floating:
-                bad = ~np.isfinite(data)
-                nonfinite += int(np.count_nonzero(bad if valid is None else bad & valid[np.newaxis]))
+                nonfinite += int(np.count_nonzero(~np.isfinite(data) & valid))
             for b in range(src.count):
                 vals = data[b][finite[b]]
                 if vals.size:

@@ -24,6 +24,8 @@ from ..spatial import Image, SpatialMeta
 from ._common import (
     PROVENANCE_KEY,
     cast_to_dtype,
+    check_affine,
+    check_memory,
     count_nonfinite,
     one_line,
     parse_provenance,
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 _JSON_ECODE = 6  # NIfTI "comment" extension code; we store JSON text in it
 _DESCRIP_BYTES = 80
+#: header extensions that describe the voxel grid (AFNI, XCEDE, jim dim info, FreeSurfer, CIFTI):
+#: dropped when the grid changes, since they would contradict the new one
+_GRID_ECODES = frozenset({4, 8, 10, 14, 32})
 _READ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError)
 
 
@@ -53,7 +58,26 @@ def _load(path: Path) -> Any:
         ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise FileFormatError(f"{path} is a {type(img).__name__}, not a NIfTI-1 or NIfTI-2 image")
+    _check_header(path, img)
     return img
+
+
+def _check_header(path: Path, img: Any) -> None:
+    """Refuse, before any pixel is read, data types and geometries this package cannot handle."""
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.fields is not None or dtype.kind == "V":
+        raise FileFormatError(
+            f"{path} stores colour (RGB) voxels ({dtype}); split the colours into a 4D file of 3 "
+            "channels first (e.g. nibabel: numpy.stack([data[c] for c in 'RGB'], -1))"
+        )
+    if dtype.kind == "c":
+        raise FileFormatError(
+            f"{path} stores complex values ({dtype}); write the magnitude (numpy.abs) or the real "
+            "and imaginary parts as channels of a 4D file first"
+        )
+    check_affine(
+        img.affine, path, "fix pixdim or the qform/sform (e.g. nibabel: img.set_sform(affine, code=2))"
+    )
 
 
 def _shape_info(path: Path, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
@@ -108,6 +132,7 @@ def _nifti_extra(img: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "xyzt_units": (space, time),
         "intent": (intent[0], [float(p) for p in intent[1]], intent[2]),
         "descrip": hdr["descrip"].item().decode("latin-1").rstrip("\x00"),
+        "source_path": str(img.get_filename() or ""),
     }
     return extra, provenance
 
@@ -180,6 +205,8 @@ def read_nifti(
     img = _load(path)
     spatial, channels = _shape_info(path, img.shape)
     win = parse_window(window, spatial)
+    check_memory((channels, *(b - a for a, b in win)) if win else (channels, *spatial), path)
+    _check_size(path, img)
     index: tuple[Any, ...] = tuple(slice(a, b) for a, b in win) if win else (slice(None),) * 3
     if len(img.shape) > 3:
         index = index + (slice(None),) + (0,) * (len(img.shape) - 4)
@@ -201,6 +228,22 @@ def read_nifti(
     return Image(data, _meta(path, img, win))
 
 
+def _check_size(path: Path, img: Any) -> None:
+    """An uncompressed file shorter than its header's dimensions need is truncated: say so before reading."""
+    if path.name.lower().endswith(".gz"):
+        return
+    hdr = img.header
+    need = (
+        int(hdr.get_data_offset()) + int(np.prod(img.shape, dtype=np.float64)) * img.get_data_dtype().itemsize
+    )
+    size = path.stat().st_size
+    if need > size:
+        raise FileReadError(
+            f"{path}: its header claims {' x '.join(map(str, img.shape))} voxels ({need} bytes) but the file "
+            f"has {size} bytes: it is truncated, or its header's dimensions are wrong"
+        )
+
+
 def _is_rigid(linear: np.ndarray) -> bool:
     """True when the 3x3 matrix has orthogonal columns (representable as a NIfTI qform)."""
     zooms = np.linalg.norm(linear, axis=0)
@@ -208,6 +251,20 @@ def _is_rigid(linear: np.ndarray) -> bool:
         return False
     rot = linear / zooms
     return bool(np.allclose(rot.T @ rot, np.eye(3), atol=1e-5))
+
+
+def _set_forms(out: Any, hdr: Any, change: np.ndarray, affine: np.ndarray, ndim: int) -> None:
+    """Move qform and sform by the same index-space ``change`` (new = old @ change), each from its
+    own geometry: the sform and the qform of a file may differ, and neither may borrow the other's
+    voxel size. pixdim[1:4] follow the qform (as the NIfTI standard reads them), pixdim[4:] (the
+    repetition time...) are kept."""
+    qform, qcode = hdr.get_qform(coded=True)
+    sform, scode = hdr.get_sform(coded=True)
+    out.set_sform(sform @ change if scode else affine, code=int(scode or 0))
+    new_q = qform @ change if qcode else affine
+    out.set_qform(new_q, code=int(qcode or 0) if _is_rigid(new_q[:3, :3]) else 0)
+    zooms = tuple(np.linalg.norm(new_q[:3, :3], axis=0)) + tuple(hdr.get_zooms()[3:])
+    out.header.set_zooms(zooms[:ndim])
 
 
 def _short_descrip(record: dict[str, Any], original: str) -> str:
@@ -219,10 +276,65 @@ def _short_descrip(record: dict[str, Any], original: str) -> str:
     for key in ("model", "scale", "degradation", "method"):
         if key in extras:
             value = extras[key]
+            if isinstance(value, dict):  # a degradation record: its method is what a reader needs
+                value = value.get("method", "")
             value = "x".join(map(str, value)) if isinstance(value, (list, tuple)) else value
             parts.append(f"{key}={value}")
     text = " ".join(parts)
     return text.encode("ascii", "replace")[:_DESCRIP_BYTES].decode("ascii")
+
+
+def _file_array(
+    arr: np.ndarray, out_dtype: np.dtype, extra: dict[str, Any], hdr: Any, path: Any
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The array to store (file order) and the source's ``(scl_slope, scl_inter)`` when they still fit.
+
+    Integer outputs of a scaled source keep its scaling when the values fit; otherwise nibabel
+    chooses new ones (the header's scaling is cleared for it).
+    """
+    slope, inter = extra.get("scl_slope"), extra.get("scl_inter")
+    keep_scaling: tuple[float, float] | None = None
+    if np.issubdtype(out_dtype, np.integer) and np.issubdtype(arr.dtype, np.floating) and slope is not None:
+        info = np.iinfo(out_dtype)
+        with np.errstate(invalid="ignore"):
+            raw = np.rint((arr.astype(np.float64) - inter) / slope)
+        if count_nonfinite(raw[np.newaxis]) == 0 and raw.min() >= info.min and raw.max() <= info.max:
+            arr = raw.astype(out_dtype)
+            keep_scaling = (slope, inter)
+        else:  # values no longer fit the source scaling: let nibabel choose slope and inter
+            if count_nonfinite(arr[np.newaxis]):
+                raise DataError(f"NaN or Inf values cannot be written as {out_dtype}: write a float dtype")
+            arr = arr.astype(np.float64)
+            hdr.set_slope_inter(np.nan, np.nan)
+            logger.info("%s: values exceed the source scaling; nibabel chooses scl_slope/scl_inter", path)
+    else:
+        arr = cast_to_dtype(arr, out_dtype)
+        hdr.set_slope_inter(np.nan, np.nan)
+    return arr, keep_scaling
+
+
+def _describe(out: Any, extra: dict[str, Any], provenance: Any, path: Any, *, regridded: bool) -> None:
+    """Description, extensions and provenance of the output header.
+
+    The new description is a readable summary; the input's own goes into the provenance. Extensions
+    that describe the input's grid are dropped when the grid changed; the provenance is a JSON
+    extension.
+    """
+    import nibabel as nib
+
+    original = extra.get("descrip", "")
+    record = provenance_record(provenance)
+    descrip = _short_descrip(record, original)
+    if original and descrip != original and not original.startswith("aesr-sci"):
+        record.setdefault("source_description", original)
+    out.header["descrip"] = descrip.encode("latin-1")
+    for code, content in extra.get("nifti_extensions", []):
+        if regridded and code in _GRID_ECODES:
+            logger.info("%s: dropping header extension %d, which describes the input's grid", path, code)
+            continue
+        out.header.extensions.append(nib.nifti1.Nifti1Extension(code, content))
+    payload = json.dumps({PROVENANCE_KEY: record}, sort_keys=True, default=str).encode()
+    out.header.extensions.append(nib.nifti1.Nifti1Extension(_JSON_ECODE, payload))
 
 
 def write_nifti(
@@ -270,7 +382,8 @@ def write_nifti(
     data = np.asarray(image.data)
     if image.mask is not None and not bool(np.all(image.mask)):
         fill = 0.0 if meta.nodata is None else meta.nodata
-        data = np.where(image.mask[np.newaxis], np.asarray(fill, dtype=data.dtype), data)
+        valid = image.mask if image.mask.ndim == data.ndim else image.mask[np.newaxis]
+        data = np.where(valid, data, np.asarray(fill, dtype=data.dtype))
 
     version = extra.get("nifti_version", 1)
     img_cls, hdr_cls = (
@@ -282,6 +395,7 @@ def write_nifti(
     else:
         hdr = hdr_cls()
         hdr.set_xyzt_units("mm", "sec")
+    source_pixdim = np.array(hdr["pixdim"], copy=True)  # pixdim[4:]: repetition time and beyond
     spatial = image.spatial_shape
     source_shape = tuple(extra.get("nifti_shape", ()))
     four_d = image.channels > 1 or len(source_shape) >= 4
@@ -289,27 +403,9 @@ def write_nifti(
     hdr.set_data_shape(shape)
     hdr.set_data_dtype(out_dtype)
 
-    # array in file order (X, Y, Z[, T]) and scaling
-    arr = np.moveaxis(data, 0, 3) if four_d else data[0]
-    slope, inter = extra.get("scl_slope"), extra.get("scl_inter")
-    keep_scaling: tuple[float, float] | None = None
-    if np.issubdtype(out_dtype, np.integer) and np.issubdtype(arr.dtype, np.floating) and slope is not None:
-        info = np.iinfo(out_dtype)
-        with np.errstate(invalid="ignore"):
-            raw = np.rint((arr.astype(np.float64) - inter) / slope)
-        if count_nonfinite(raw[np.newaxis]) == 0 and raw.min() >= info.min and raw.max() <= info.max:
-            arr = raw.astype(out_dtype)
-            keep_scaling = (slope, inter)
-        else:  # values no longer fit the source scaling: let nibabel choose slope and inter
-            if count_nonfinite(arr[np.newaxis]):
-                raise DataError(f"NaN or Inf values cannot be written as {out_dtype}: write a float dtype")
-            arr = arr.astype(np.float64)
-            hdr.set_slope_inter(np.nan, np.nan)
-            logger.info("%s: values exceed the source scaling; nibabel chooses scl_slope/scl_inter", path)
-    else:
-        arr = cast_to_dtype(arr, out_dtype)
-        hdr.set_slope_inter(np.nan, np.nan)
-
+    arr, keep_scaling = _file_array(
+        np.moveaxis(data, 0, 3) if four_d else data[0], out_dtype, extra, hdr, path
+    )
     out = img_cls(arr, None, header=hdr)
     if keep_scaling is not None:  # the image constructor resets the header's scaling
         out.header.set_slope_inter(*keep_scaling)
@@ -319,22 +415,14 @@ def write_nifti(
         out.set_sform(affine, code=2)
         out.set_qform(affine, code=2 if _is_rigid(affine[:3, :3]) else 0)
     elif not np.array_equal(affine, source_affine):
-        # the same index-space change applies to both forms: new = old @ inv(source) @ affine
-        change = np.linalg.solve(source_affine, affine)
-        qform, qcode = hdr.get_qform(coded=True)
-        sform, scode = hdr.get_sform(coded=True)
-        out.set_sform(sform @ change if scode else affine, code=int(scode or 0))
-        new_q = qform @ change if qcode else affine
-        out.set_qform(new_q, code=int(qcode or 0) if _is_rigid(new_q[:3, :3]) else 0)
-        zooms = tuple(np.linalg.norm(affine[:3, :3], axis=0)) + tuple(hdr.get_zooms()[3:])
-        out.header.set_zooms(zooms[: len(shape)])
+        _set_forms(out, hdr, np.linalg.solve(source_affine, affine), affine, len(shape))
+    regridded = source_affine is not None and (
+        not np.array_equal(affine, source_affine) or tuple(spatial) != source_shape[:3]
+    )
 
-    record = provenance_record(meta.provenance)
-    out.header["descrip"] = _short_descrip(record, extra.get("descrip", "")).encode("latin-1")
-    for code, content in extra.get("nifti_extensions", []):
-        out.header.extensions.append(nib.nifti1.Nifti1Extension(code, content))
-    payload = json.dumps({PROVENANCE_KEY: record}, sort_keys=True, default=str).encode()
-    out.header.extensions.append(nib.nifti1.Nifti1Extension(_JSON_ECODE, payload))
+    if "nifti_header" in extra:
+        out.header["pixdim"][4:] = source_pixdim[4:]
+    _describe(out, extra, meta.provenance, path, regridded=regridded)
 
     with atomic_output(path, overwrite=overwrite) as tmp:
         try:

@@ -39,6 +39,22 @@ def _format_from(path: Path, fmt: str | None) -> str:
     return _SUFFIXES[suffix]
 
 
+#: what ONNX export imports (torch's dynamo exporter needs onnxscript, the check needs onnx)
+_ONNX_MODULES = ("onnx", "onnxscript")
+
+
+def _require_onnx() -> None:
+    """Refuse ONNX export in one line, naming the extra to install, when its packages are missing."""
+    import importlib.util
+
+    missing = [m for m in _ONNX_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(
+            f"exporting to ONNX needs {', '.join(missing)}: pip install 'aesr-sci[export]' "
+            "(or export to TorchScript: a .pt output)"
+        )
+
+
 def _to_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> str:
     """Script the network (dynamic shapes); fall back to tracing if it is not scriptable."""
     with warnings.catch_warnings():
@@ -169,6 +185,8 @@ def export_model(
     """
     path = Path(path)
     fmt = _format_from(path, fmt)
+    if fmt == "onnx":
+        _require_onnx()
     net = module.generator if isinstance(module, GANModel) else module
     net = copy.deepcopy(net).cpu().float().eval()
     generator = torch.Generator().manual_seed(0)
