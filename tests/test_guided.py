@@ -3,14 +3,28 @@ classical pansharpening baselines, their metrics and the recipes' guide lists.""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from affine import Affine
 from torch import nn
 
-from aesr_sci.errors import ModelError
+from aesr_sci.errors import DataError, MismatchError, ModelError
+from aesr_sci.guide import (
+    ProductBand,
+    check_guide,
+    check_guide_bands,
+    sentinel2_band,
+    sentinel2_bands,
+    sentinel2_plan,
+    wald_degrade,
+    wald_triple,
+)
+from aesr_sci.io import read_meta
 from aesr_sci.nets import build_model, describe_models, model_config, model_from_config
 from aesr_sci.nets.blocks import interpolate
 from aesr_sci.nets.registry import is_guided
+from aesr_sci.spatial import Image, SpatialMeta, zoom_affine
 
 GUIDED = ["guided_dual", "guided_residual"]
 SMALL = {
@@ -189,3 +203,247 @@ def test_onnx_export_takes_the_guide(tmp_path):
     got, _ = run_onnx(tmp_path / "net.onnx", lq, guide)
     with torch.no_grad():
         torch.testing.assert_close(got, net(lq, guide), atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------- guide grids
+X0, Y0 = 585000.0, 4415000.0
+
+
+def _pair(make_geotiff, tmp_path, *, guide_size=(40, 36), guide_res=10.0, dx=0.0, dy=0.0, crs="EPSG:32618"):
+    target = make_geotiff(tmp_path / "t_20m.tif", bands=6, height=20, width=18, nodata=None)
+    guide = make_geotiff(
+        tmp_path / "g_10m.tif",
+        bands=4,
+        height=guide_size[0],
+        width=guide_size[1],
+        nodata=None,
+        crs=crs,
+        transform=Affine(guide_res, 0.0, X0 + dx, 0.0, -guide_res, Y0 + dy),
+    )
+    (tm, ts), (gm, gs) = read_meta(target), read_meta(guide)
+    return tm, ts, gm, gs
+
+
+def test_an_aligned_guide_gives_the_output_grid(make_geotiff, tmp_path):
+    tm, ts, gm, gs = _pair(make_geotiff, tmp_path)
+    grid = check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs, guide_name="g_10m.tif")
+    assert grid.shape == (40, 36) and not grid.cropped
+    assert grid.target_window == ((0, 20), (0, 18)) and grid.guide_window == ((0, 40), (0, 36))
+    np.testing.assert_array_equal(grid.meta.affine, gm.affine)  # exactly the guide's transform
+    assert grid.meta.crs == gm.crs
+    assert grid.meta.band_names == tm.band_names and grid.meta.dtype == tm.dtype
+    # the same grid as zooming the target by the scale, field of view preserved
+    np.testing.assert_allclose(grid.meta.affine, zoom_affine(tm.affine, 2, convention="fov"))
+
+
+@pytest.mark.parametrize(
+    ("guide_size", "target_window", "out_shape"),
+    [
+        ((41, 37), ((0, 20), (0, 18)), (40, 36)),  # a partial target pixel more: the guide is cropped
+        ((38, 36), ((0, 19), (0, 18)), (38, 36)),  # the guide misses the last target row: both cropped
+    ],
+)
+def test_far_ends_are_cropped_to_the_common_pixels(
+    make_geotiff, tmp_path, guide_size, target_window, out_shape
+):
+    tm, ts, gm, gs = _pair(make_geotiff, tmp_path, guide_size=guide_size)
+    grid = check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs)
+    assert grid.cropped and "cropped at the far end" in grid.crop_note
+    assert grid.target_window == target_window and grid.shape == out_shape
+    assert grid.guide_window == tuple((0, n) for n in out_shape)
+
+
+def test_a_guide_in_another_crs_is_refused(make_geotiff, tmp_path):
+    tm, ts, gm, gs = _pair(make_geotiff, tmp_path, crs="EPSG:32633")
+    with pytest.raises(
+        MismatchError, match=r"g_10m.tif: the guide is in EPSG:32633 but the target in EPSG:32618"
+    ):
+        check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs, guide_name="g_10m.tif")
+
+
+def test_a_wrong_pixel_size_names_both_sizes_and_the_expected_one(make_geotiff, tmp_path):
+    tm, ts, gm, gs = _pair(make_geotiff, tmp_path, guide_res=5.0, guide_size=(80, 72))
+    with pytest.raises(MismatchError) as err:
+        check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs)
+    msg = str(err.value)
+    assert "pixel size 5 x 5 m" in msg and "20 x 20 m" in msg and "is 10 x 10 m" in msg
+    assert "use a model of scale 4" in msg and "gdalwarp -tr 10 10 -te" in msg
+    assert "\n" not in msg
+
+
+def test_a_shifted_guide_says_by_how_much_and_how_to_fix_it(make_geotiff, tmp_path):
+    tm, ts, gm, gs = _pair(make_geotiff, tmp_path, dx=5.0, dy=-2.5)  # half and a quarter guide pixel
+    with pytest.raises(MismatchError) as err:
+        check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs)
+    msg = str(err.value)
+    assert "shifted off the target's grid by 0.25 x 0.5 guide pixels (rows x columns; 2.5 x 5 m)" in msg
+    # the fix puts the guide on the target's bounds: 18 x 20 m wide, 20 x 20 m high
+    assert f"-te {X0:.6f} {Y0 - 400:.6f} {X0 + 360:.6f} {Y0:.6f} -r cubic" in msg
+
+
+def test_a_guide_whose_corner_is_whole_pixels_away_is_refused_with_an_exact_fix(make_geotiff, tmp_path):
+    tm, ts, gm, gs = _pair(make_geotiff, tmp_path, dx=-30.0)
+    with pytest.raises(MismatchError, match=r"corner is 0 x -3 guide pixels .* -r near"):
+        check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.filterwarnings("ignore::aesr_sci.errors.NoCRSWarning")
+def test_rasters_without_georeferencing_are_matched_by_shape(make_geotiff, tmp_path):
+    identity = Affine.identity()
+    target = make_geotiff(tmp_path / "t.tif", bands=2, height=10, width=12, crs=None, transform=identity)
+    guide = make_geotiff(tmp_path / "g.tif", bands=1, height=20, width=24, crs=None, transform=identity)
+    (tm, ts), (gm, gs) = read_meta(target), read_meta(guide)
+    grid = check_guide(tm, gm, 2, target_shape=ts, guide_shape=gs)
+    assert grid.shape == (20, 24) and not grid.cropped
+    with pytest.raises(MismatchError, match="does not cover one whole target pixel"):
+        check_guide(tm, gm, 30, target_shape=ts, guide_shape=gs)
+
+
+def test_a_t1_guides_a_thick_slice_volume_in_millimetres():
+    from tests.conftest import OBLIQUE_AFFINE
+
+    t2 = SpatialMeta(zoom_affine(OBLIQUE_AFFINE, (1, 1, 0.25), convention="fov"), format="nifti")
+    t1 = SpatialMeta(OBLIQUE_AFFINE, format="nifti")
+    grid = check_guide(t2, t1, (1, 1, 4), target_shape=(20, 18, 4), guide_shape=(20, 18, 16))
+    assert grid.shape == (20, 18, 16)
+    np.testing.assert_allclose(grid.meta.affine, OBLIQUE_AFFINE)
+    shifted = t1.affine.copy()
+    shifted[:3, 3] += OBLIQUE_AFFINE[:3, 2] * 0.5  # half a T1 voxel along the slice axis (1.25 mm)
+    with pytest.raises(MismatchError, match=r"by 0 x 0 x 0.5 guide pixels \(voxel axes; 0 x 0 x 1.25 mm\)"):
+        check_guide(
+            t2, t1.replace(affine=shifted), (1, 1, 4), target_shape=(20, 18, 4), guide_shape=(20, 18, 16)
+        )
+    with pytest.raises(MismatchError, match="guide is 2D but the target is 3D"):
+        check_guide(t2, SpatialMeta(np.eye(3)), 2, target_shape=(4, 4, 4), guide_shape=(8, 8))
+
+
+def test_guide_band_counts_and_presence_are_checked():
+    check_guide_bands(4, 4)
+    check_guide_bands(0, None)
+    with pytest.raises(
+        MismatchError, match=r"g.tif: the guide has 3 band.* trained with 4 \(B2, B3, B4, B8\)"
+    ):
+        check_guide_bands(4, 3, guide_name="g.tif", names=("B2", "B3", "B4", "B8"))
+    with pytest.raises(MismatchError, match="the model takes no guide"):
+        check_guide_bands(0, 4)
+    with pytest.raises(MismatchError, match="give it its guide, an image of 4 band"):
+        check_guide_bands(4, None)
+
+
+# ------------------------------------------------------------------------------- Wald pairs
+def test_wald_degrade_is_dsen2s_blur_then_block_means():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    data = rng.random((2, 24, 30)).astype(np.float32)
+    img = Image(data, SpatialMeta(np.eye(3)))
+    for s in (2, 3):
+        got = wald_degrade(img, s).data
+        blurred = np.stack([gaussian_filter(b.astype(np.float64), 1.0 / s, truncate=4.0) for b in data])
+        expected = blurred.reshape(2, 24 // s, s, 30 // s, s).mean(axis=(2, 4))
+        # the borders differ only by the padding convention (reflect with or without the edge pixel)
+        np.testing.assert_allclose(got[:, 1:-1, 1:-1], expected[:, 1:-1, 1:-1], atol=1e-5)
+    assert wald_degrade(img, 2, method="area").meta.provenance["degradation"]["method"] == "area"
+
+
+def test_wald_triple_puts_the_degraded_guide_on_the_targets_grid():
+    target_meta = SpatialMeta(np.array([[0.0, 20.0, 10.0], [-20.0, 0.0, -10.0], [0.0, 0.0, 1.0]]))
+    guide_meta = target_meta.zoom(2, convention="fov")
+    target = Image(np.random.default_rng(1).random((6, 11, 12)).astype(np.float32), target_meta)
+    guide = Image(np.random.default_rng(2).random((4, 22, 24)).astype(np.float32), guide_meta)
+    lq, lq_guide, gt = wald_triple(target, guide, 2)
+    assert gt.spatial_shape == (10, 12) and lq.spatial_shape == (5, 6) and lq.channels == 6
+    assert lq_guide.spatial_shape == gt.spatial_shape and lq_guide.channels == 4
+    np.testing.assert_allclose(lq_guide.meta.affine, gt.meta.affine)
+    np.testing.assert_allclose(lq.meta.affine, gt.meta.zoom(0.5, convention="fov").affine)
+    with pytest.raises(DataError, match="crop both"):
+        wald_triple(target, Image(guide.data[:, :20], guide_meta), 2)
+
+
+# ------------------------------------------------------------------------ Sentinel-2 bands
+def _product(make_geotiff, tmp_path, *, with_b10=True):
+    kw = {"nodata": None, "crs": "EPSG:32633"}
+    p10 = make_geotiff(
+        tmp_path / "S2_10m.tif", bands=4, height=24, width=24, band_names=["B02", "B03", "B04", "B08"], **kw
+    )
+    p20 = make_geotiff(
+        tmp_path / "S2_20m_B05-B06-B07-B8A-B11-B12.tif",
+        bands=6,
+        height=12,
+        width=12,
+        band_names=[""] * 6,
+        **kw,
+    )
+    names60 = ["B01 coastal", "B09 water vapour"] + (["B10 cirrus"] if with_b10 else [])
+    p60 = make_geotiff(
+        tmp_path / "S2_60m.tif", bands=len(names60), height=4, width=4, band_names=names60, **kw
+    )
+    return p10, p20, p60
+
+
+def test_sentinel2_band_names_are_read_in_their_usual_spellings():
+    assert [
+        sentinel2_band(t) for t in ("B2", "B02", "b8A", "B8A nir-narrow", "B10 cirrus", "B1", "B13", "SWIR")
+    ] == [
+        "B2",
+        "B2",
+        "B8A",
+        "B8A",
+        "B10",
+        "B1",
+        None,
+        None,
+    ]
+
+
+def test_sentinel2_bands_come_in_wavelength_order_with_their_sources(make_geotiff, tmp_path):
+    p10, p20, p60 = _product(make_geotiff, tmp_path)
+    bands = sentinel2_bands([p60, p20, p10])
+    assert [b.name for b in bands] == [
+        "B1",
+        "B2",
+        "B3",
+        "B4",
+        "B5",
+        "B6",
+        "B7",
+        "B8",
+        "B8A",
+        "B9",
+        "B10",
+        "B11",
+        "B12",
+    ]
+    by_name = {b.name: b for b in bands}
+    assert by_name["B8A"].path == str(p20) and by_name["B8A"].index == 3  # named by the file name
+    assert by_name["B8"].path == str(p10) and by_name["B8"].index == 3 and by_name["B8"].resolution == 10
+    assert [b.wavelength for b in bands] == sorted(b.wavelength for b in bands)
+    x2 = sentinel2_plan(bands, 2)
+    assert [b.name for b in x2.targets] == ["B5", "B6", "B7", "B8A", "B11", "B12"]
+    assert [b.name for b in x2.guides] == ["B2", "B3", "B4", "B8"]
+    x6 = sentinel2_plan(bands, 6)
+    assert [b.name for b in x6.targets] == ["B1", "B9", "B10"]
+    assert [b.name for b in x6.guides] == ["B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12"]
+
+
+def test_sentinel2_refusals(make_geotiff, tmp_path):
+    p10, p20, p60 = _product(make_geotiff, tmp_path, with_b10=False)
+    assert [b.name for b in sentinel2_plan(sentinel2_bands([p10, p20, p60]), 6).targets] == ["B1", "B9"]
+    with pytest.raises(DataError, match="needs the 20 m band"):
+        sentinel2_plan(sentinel2_bands([p10]), 2)
+    with pytest.raises(DataError, match=r"upscale by 2 .* or 6"):
+        sentinel2_plan(sentinel2_bands([p10, p20]), 4)
+    with pytest.raises(DataError, match="band B2 is also in"):
+        sentinel2_bands([p10, p10])
+    odd = make_geotiff(
+        tmp_path / "odd.tif", bands=2, height=4, width=4, band_names=["B2", "NIR"], nodata=None
+    )
+    with pytest.raises(DataError, match=r"odd.tif: band 2 is not named as a Sentinel-2 band .*'NIR'"):
+        sentinel2_bands([odd])
+    mixed = make_geotiff(
+        tmp_path / "mixed.tif", bands=2, height=4, width=4, band_names=["B2", "B5"], nodata=None
+    )
+    with pytest.raises(DataError, match="mixes bands of 10 m and 20 m"):
+        sentinel2_bands([mixed])
+    assert ProductBand("B12", "x.tif", 5).resolution == 20
