@@ -447,3 +447,113 @@ def test_sentinel2_refusals(make_geotiff, tmp_path):
     with pytest.raises(DataError, match="mixes bands of 10 m and 20 m"):
         sentinel2_bands([mixed])
     assert ProductBand("B12", "x.tif", 5).resolution == 20
+
+
+# ------------------------------------------------------------------ pansharpening and metrics
+def _texture(bands: int, size: int, seed: int) -> np.ndarray:
+    """Positive smooth-plus-fine texture: detail at every scale, as a real guide has."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random((bands, size, size))
+    return 1.0 + np.stack([gaussian_filter(b, 1.0) + 0.5 * gaussian_filter(b, 4.0) for b in noise])
+
+
+def _rmse_of(method_out: np.ndarray, truth: np.ndarray) -> float:
+    from aesr_sci.metrics import rmse
+
+    border = (slice(None), slice(8, -8), slice(8, -8))  # interpolation edges are not the question here
+    return rmse(truth[border], method_out[border])
+
+
+def test_hpf_recovers_a_target_that_is_a_linear_combination_of_the_guide():
+    from aesr_sci.metrics import interpolate as baseline
+    from aesr_sci.pansharpen import hpf
+
+    guide = _texture(3, 64, seed=0)
+    mix = np.array([[0.5, 0.3, 0.2], [0.1, -0.4, 1.2]])
+    truth = np.tensordot(mix, guide, axes=(1, 0)) + np.array([0.2, 3.0])[:, None, None]
+    lq = wald_degrade(Image(truth.astype(np.float32), SpatialMeta(np.eye(3))), 2).data.astype(np.float64)
+    cubic = _rmse_of(baseline(lq, 2, method="cubic"), truth)
+    sharpened = _rmse_of(hpf(lq, guide, 2), truth)
+    assert sharpened < cubic / 50  # exact but for float32 rounding of the degraded target
+
+
+def test_brovey_recovers_bands_proportional_to_the_pan():
+    from aesr_sci.metrics import interpolate as baseline
+    from aesr_sci.pansharpen import brovey, pansharpen
+
+    pan = _texture(1, 64, seed=1)
+    truth = np.concatenate([0.5 * pan, 1.5 * pan, 3.0 * pan])
+    lq = wald_degrade(Image(truth.astype(np.float32), SpatialMeta(np.eye(3))), 4).data.astype(np.float64)
+    cubic = _rmse_of(baseline(lq, 4, method="cubic"), truth)
+    sharpened = _rmse_of(brovey(lq, pan, 4), truth)
+    assert sharpened < cubic / 20
+    np.testing.assert_allclose(pansharpen(lq, pan, 4, method="brovey"), brovey(lq, pan, 4))
+    # bands proportional to the pan are also a linear combination of it: the additive method recovers them
+    assert _rmse_of(pansharpen(lq, pan, 4, method="hpf"), truth) < cubic / 20
+
+
+def test_pansharpening_works_on_volumes_with_a_per_axis_scale():
+    from aesr_sci.pansharpen import hpf
+
+    rng = np.random.default_rng(3)
+    t1 = 1.0 + rng.random((1, 8, 8, 16))
+    truth = 2.0 * t1 - 0.5
+    lq = wald_degrade(Image(truth.astype(np.float32), SpatialMeta(np.eye(4))), (1, 1, 4)).data
+    out = hpf(lq.astype(np.float64), t1, (1, 1, 4))
+    assert out.shape == truth.shape
+    np.testing.assert_allclose(out, truth, atol=1e-4)
+
+
+def test_pansharpening_refusals():
+    from aesr_sci.pansharpen import band_weights, brovey, pansharpen
+
+    with pytest.raises(DataError, match=r"not the target's \(4, 4\) times the scale \[2, 2\]"):
+        pansharpen(np.ones((1, 4, 4)), np.ones((1, 9, 8)), 2)
+    with pytest.raises(DataError, match="unknown pansharpening method 'ihs'"):
+        pansharpen(np.ones((1, 4, 4)), np.ones((1, 8, 8)), 2, method="ihs")
+    with pytest.raises(DataError, match="one weight per guide band"):
+        brovey(np.ones((1, 4, 4)), np.ones((2, 8, 8)), 2, guide_weights=[1.0])
+    with pytest.raises(DataError, match="cannot fit 3 weights"):
+        band_weights(
+            np.ones((1, 4, 4)),
+            np.ones((2, 4, 4)),
+            mask=np.eye(4, dtype=bool)[:, ::-1] & np.eye(4, dtype=bool),
+        )
+
+
+def test_spectral_angle_is_zero_for_scaled_spectra_and_ninety_for_orthogonal_ones():
+    from aesr_sci.metrics import spectral_angle
+
+    rng = np.random.default_rng(0)
+    a = rng.random((4, 6, 5)) + 0.1
+    assert spectral_angle(a, a) == pytest.approx(0.0, abs=1e-5)
+    assert spectral_angle(a, 7.5 * a) == pytest.approx(0.0, abs=1e-5)
+    ortho = np.zeros((2, 3, 3))
+    ortho[0] = 1.0
+    other = np.zeros((2, 3, 3))
+    other[1] = 2.0
+    assert spectral_angle(ortho, other) == pytest.approx(90.0)
+    # 45 degrees in half the pixels and 0 in the other half: the mean over the mask
+    test = ortho.copy()
+    test[1, :, :2] = 1.0
+    mask = np.ones((3, 3), bool)
+    assert spectral_angle(ortho, test, mask=mask) == pytest.approx(45.0 * 6 / 9)
+    mask[:, 2] = False
+    assert spectral_angle(ortho, test, mask=mask) == pytest.approx(45.0)
+    assert np.isnan(spectral_angle(np.zeros((2, 3, 3)), ortho))  # zero spectra are skipped
+    with pytest.raises(ValueError, match="one shape"):
+        spectral_angle(a, a[:3])
+
+
+def test_rmse_is_masked():
+    from aesr_sci.metrics import rmse
+
+    ref = np.zeros((2, 4))
+    test = np.zeros((2, 4))
+    test[1] = 3.0
+    assert rmse(ref, test) == pytest.approx(np.sqrt(4.5))
+    assert rmse(ref, test, mask=np.array([[True] * 4, [False] * 4])) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        rmse(ref, test[:1])
