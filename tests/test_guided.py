@@ -557,3 +557,113 @@ def test_rmse_is_masked():
     assert rmse(ref, test, mask=np.array([[True] * 4, [False] * 4])) == 0.0
     with pytest.raises(ValueError, match="shapes differ"):
         rmse(ref, test[:1])
+
+
+# ------------------------------------------------------------------------------ recipes
+GUIDED_RECIPES = ["sentinel2_guided_x2", "sentinel2_guided_x6", "landsat_pan_x2"]
+
+
+def _recipe(name: str):
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "recipes" / f"{name}.yaml"
+
+
+@pytest.mark.parametrize("name", GUIDED_RECIPES)
+def test_guided_recipes_pair_one_guide_entry_per_target_entry(name):
+    from aesr_sci.recipe import load_recipe
+
+    recipe = load_recipe(_recipe(name))
+    assert recipe.model.name == "guided_residual" and is_guided(recipe.model.name)
+    assert len(recipe.data.guides) == len(recipe.data.paths) >= 1
+    assert len(recipe.data.val_guides) == len(recipe.data.val_paths)
+    # DSen2's Wald degradation: sigma 1 / scale high-resolution pixels, then block means
+    scale = max(recipe.data.scale_tuple())
+    assert recipe.data.degradation.method == "gaussian"
+    assert recipe.data.degradation.sigma == pytest.approx(1 / scale, abs=1e-4)
+
+
+def test_sentinel2_recipes_point_at_the_products_own_resolutions():
+    from aesr_sci.recipe import load_recipe
+
+    x2 = load_recipe(_recipe("sentinel2_guided_x2")).data
+    assert x2.paths[0].endswith("_20m.tif") and x2.guides[0].endswith("_10m.tif")
+    x6 = load_recipe(_recipe("sentinel2_guided_x6")).data
+    assert x6.paths[0].endswith("_60m.tif")
+    assert [g[-8:] for g in x6.guides[0]] == ["_10m.tif", "_20m.tif"]  # finest first
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data.paths=[a_20m.tif,b_20m.tif]", "data.guides=[a_10m.tif]"],
+            "data.guides: has 1 entries but data.paths has 2: give one guide",
+        ),
+        (
+            ["data.guides=[[a_10m.tif, a_20m.tif]]", "data.val_guides=[b_10m.tif]"],
+            "data.val_guides: every entry must name the same number",
+        ),
+        (["data.val_guides=[]"], "data.val_guides: data.guides is set, so data.val_paths needs its guides"),
+        (["data.guides=[]"], "data.val_guides: set but data.guides is empty"),
+        (["data.guides=[[]]"], "data.guides: an entry is an empty list"),
+    ],
+)
+def test_mismatched_guide_lists_are_one_line_recipe_errors(overrides, message):
+    from aesr_sci.errors import RecipeError
+    from aesr_sci.recipe import load_recipe
+
+    path = _recipe("sentinel2_guided_x2")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, overrides=overrides)
+    lines = str(err.value).splitlines()
+    assert any(line.startswith(f"{path}: {message}") for line in lines), lines
+
+
+def test_guides_can_be_set_from_the_command_line_in_the_order_of_the_paths():
+    from aesr_sci.recipe import load_recipe
+
+    recipe = load_recipe(
+        _recipe("sentinel2_guided_x2"),
+        overrides=["data.paths=[a_20m.tif,b_20m.tif]", "data.guides=[a_10m.tif,b_10m.tif]"],
+    )
+    assert recipe.data.guides == ["a_10m.tif", "b_10m.tif"]
+    assert "guides:" in recipe.to_yaml()
+
+
+def test_train_check_stops_at_the_guided_model_until_training_takes_guides(tmp_path, make_geotiff):
+    from click.testing import CliRunner
+
+    from aesr_sci.cli import main
+
+    kw = {"nodata": None}
+    for scene in ("a", "b"):
+        make_geotiff(tmp_path / f"{scene}_20m.tif", bands=6, height=48, width=48, **kw)
+        make_geotiff(
+            tmp_path / f"{scene}_10m.tif",
+            bands=4,
+            height=96,
+            width=96,
+            transform=Affine(10.0, 0, 585000.0, 0, -10.0, 4415000.0),
+            **kw,
+        )
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(_recipe("sentinel2_guided_x2")),
+            "--check",
+            "--set",
+            f"data.paths=[{tmp_path / 'a_20m.tif'}]",
+            "--set",
+            f"data.guides=[{tmp_path / 'a_10m.tif'}]",
+            "--set",
+            f"data.val_paths=[{tmp_path / 'b_20m.tif'}]",
+            "--set",
+            f"data.val_guides=[{tmp_path / 'b_10m.tif'}]",
+            "--set",
+            "data.patch_size=32",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "needs guide_channels" in result.output and len(result.output.strip().splitlines()) == 1
