@@ -25,6 +25,7 @@ from aesr_sci.nets import build_model, describe_models, model_config, model_from
 from aesr_sci.nets.blocks import interpolate
 from aesr_sci.nets.registry import is_guided
 from aesr_sci.spatial import Image, SpatialMeta, zoom_affine
+from tests.test_nets import _one_thread, _seed  # noqa: F401 (autouse: one thread, seeded weights)
 
 GUIDED = ["guided_dual", "guided_residual"]
 SMALL = {
@@ -35,19 +36,6 @@ SMALL = {
 
 def tiny(name: str, **kwargs) -> nn.Module:
     return build_model(name, **{**SMALL[name], **kwargs})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
 
 
 # ---------------------------------------------------------------------------------- networks

@@ -11,7 +11,7 @@ local and a tiled prediction equals the whole-image one away from the tile margi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,31 +38,15 @@ class GuidedSRNetwork(SRNetwork):
 
     Parameters
     ----------
-    spatial_dims, in_channels, scale, out_channels, convention, skip
-        See :class:`~aesr_sci.nets.blocks.SRNetwork`.
     guide_channels
         Bands (or contrasts) of the guide.
+    **geometry
+        ``spatial_dims``, ``in_channels``, ``scale``, ``out_channels``, ``convention`` and ``skip``
+        (keywords only), see :class:`~aesr_sci.nets.blocks.SRNetwork`.
     """
 
-    def __init__(
-        self,
-        *,
-        spatial_dims: int,
-        in_channels: int,
-        guide_channels: int,
-        scale: int | Sequence[int],
-        out_channels: int | None = None,
-        convention: str = "fov",
-        skip: str = "auto",
-    ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            scale=scale,
-            out_channels=out_channels,
-            convention=convention,
-            skip=skip,
-        )
+    def __init__(self, *, guide_channels: int, **geometry: Any) -> None:
+        super().__init__(**geometry)
         check_positive(type(self).__name__, guide_channels=guide_channels)
         self.guide_channels = int(guide_channels)
 
@@ -104,8 +88,9 @@ class GuidedResidualSR(GuidedSRNetwork):
 
     Parameters
     ----------
-    spatial_dims, in_channels, guide_channels, scale, out_channels, convention, skip
-        See :class:`GuidedSRNetwork`.
+    **geometry
+        ``spatial_dims``, ``in_channels``, ``guide_channels``, ``scale``, ``out_channels``,
+        ``convention`` and ``skip``, see :class:`GuidedSRNetwork`.
     features
         Channels of the residual blocks.
     blocks
@@ -123,29 +108,11 @@ class GuidedResidualSR(GuidedSRNetwork):
     """
 
     def __init__(
-        self,
-        *,
-        spatial_dims: int,
-        in_channels: int,
-        guide_channels: int,
-        scale: int | Sequence[int],
-        out_channels: int | None = None,
-        convention: str = "fov",
-        skip: str = "auto",
-        features: int = 32,
-        blocks: int = 6,
-        res_scale: float = 1.0,
+        self, *, features: int = 32, blocks: int = 6, res_scale: float = 1.0, **geometry: Any
     ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            guide_channels=guide_channels,
-            scale=scale,
-            out_channels=out_channels,
-            convention=convention,
-            skip=skip,
-        )
+        super().__init__(**geometry)
         check_positive("guided_residual", features=features, blocks=blocks, res_scale=res_scale)
+        spatial_dims = self.spatial_dims
         self.head = conv(spatial_dims, self.in_channels + self.guide_channels, features)
         self.trunk = _trunk(spatial_dims, features, blocks, res_scale)
         self.tail = _zero_tail(spatial_dims, features, self.out_channels)
@@ -169,8 +136,9 @@ class GuidedDualSR(GuidedSRNetwork):
 
     Parameters
     ----------
-    spatial_dims, in_channels, guide_channels, scale, out_channels, convention, skip
-        See :class:`GuidedSRNetwork`.
+    **geometry
+        ``spatial_dims``, ``in_channels``, ``guide_channels``, ``scale``, ``out_channels``,
+        ``convention`` and ``skip``, see :class:`GuidedSRNetwork`.
     features
         Channels of both encoders and of the decoder.
     encoder_blocks
@@ -187,29 +155,11 @@ class GuidedDualSR(GuidedSRNetwork):
     """
 
     def __init__(
-        self,
-        *,
-        spatial_dims: int,
-        in_channels: int,
-        guide_channels: int,
-        scale: int | Sequence[int],
-        out_channels: int | None = None,
-        convention: str = "fov",
-        skip: str = "auto",
-        features: int = 32,
-        encoder_blocks: int = 2,
-        blocks: int = 4,
+        self, *, features: int = 32, encoder_blocks: int = 2, blocks: int = 4, **geometry: Any
     ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            guide_channels=guide_channels,
-            scale=scale,
-            out_channels=out_channels,
-            convention=convention,
-            skip=skip,
-        )
+        super().__init__(**geometry)
         check_positive("guided_dual", features=features, encoder_blocks=encoder_blocks, blocks=blocks)
+        spatial_dims = self.spatial_dims
         self.target_encoder = nn.Sequential(
             conv(spatial_dims, self.in_channels, features),
             _trunk(spatial_dims, features, encoder_blocks, 1.0),
