@@ -274,7 +274,9 @@ def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(ModelError) as err:
         build_model("resnet", spatial_dims=3, in_channels=1, scale=2)
     assert (
-        str(err.value) == "unknown model 'resnet': choose one of attention, gan, multiscale, residual, seed"
+        str(err.value)
+        == "unknown model 'resnet': choose one of attention, gan, guided_dual, guided_residual, "
+        "multiscale, residual, seed"
     )
 
 
