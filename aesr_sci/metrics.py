@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ShapeError
 
-__all__ = ["check_shapes", "psnr", "reference_range", "score", "sharpness", "ssim"]
+__all__ = ["check_shapes", "psnr", "reference_range", "rmse", "score", "sharpness", "spectral_angle", "ssim"]
 
 
 def check_shapes(reference: np.ndarray, test: np.ndarray | None = None, mask: Any = None) -> np.ndarray:
@@ -162,3 +162,69 @@ def score(
         "psnr_per_band": per_psnr,
         "ssim_per_band": per_ssim,
     }
+
+
+# ----------------------------------------------------------------- guided super-resolution metrics
+def rmse(reference: np.ndarray, test: np.ndarray, *, mask: np.ndarray | None = None) -> float:
+    """Root-mean-square error over ``mask`` (``True`` = scored), in the data's units.
+
+    DSen2 and SEN2SR report it on reflectance x 10000 (digital numbers).
+
+    Raises
+    ------
+    ShapeError
+        If the shapes differ.
+
+    Examples
+    --------
+    >>> rmse(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 5.0]))
+    1.7320508075688772
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    m = check_shapes(reference, test, mask)
+    if not m.any():
+        return float("nan")
+    return float(np.sqrt(np.mean((reference[m] - test[m]) ** 2)))
+
+
+def spectral_angle(reference: np.ndarray, test: np.ndarray, *, mask: np.ndarray | None = None) -> float:
+    """Spectral angle mapper (SAM): the mean angle between the spectra of each pixel, in degrees.
+
+    Parameters
+    ----------
+    reference, test
+        ``(C, *S)`` arrays, bands first.
+    mask
+        Boolean ``(*S)``, ``True`` where scored; pixels where either spectrum is zero are skipped.
+
+    Returns
+    -------
+    float
+        0 for identical spectra (or spectra scaled by a positive factor), 90 for orthogonal ones;
+        NaN when no pixel is scored.
+
+    Raises
+    ------
+    ShapeError
+        If the shapes differ or the arrays have no band axis.
+
+    Examples
+    --------
+    >>> a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> spectral_angle(a, 3 * a), spectral_angle(a, a[::-1])
+    (0.0, 90.0)
+    """
+    reference = np.asarray(reference, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    if reference.ndim < 2:
+        raise ShapeError(f"spectral_angle needs (C, *S) arrays with a band axis, got shape {reference.shape}")
+    check_shapes(reference, test)
+    m = check_shapes(reference[0], mask=mask)
+    dot = np.sum(reference * test, axis=0)
+    norms = np.linalg.norm(reference, axis=0) * np.linalg.norm(test, axis=0)
+    m = m & (norms > 0)
+    if not m.any():
+        return float("nan")
+    cosine = np.clip(dot[m] / norms[m], -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosine)).mean())

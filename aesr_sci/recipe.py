@@ -99,9 +99,18 @@ class DataSection(_Strict):
         default_factory=list,
         description="Files or glob patterns (NIfTI or GeoTIFF). Empty: the default sample (MNI152 T1 from nilearn).",
     )
+    guides: list[str | list[str]] = Field(
+        default_factory=list,
+        description="Guided models: one guide per entry of paths, in the same order (a file or glob on the "
+        "output grid, or a list of them for several guide resolutions, finest first). Empty: no guide.",
+    )
     val_paths: list[str] = Field(
         default_factory=list,
         description="Validation files; empty: hold out val_fraction of the files (by file).",
+    )
+    val_guides: list[str | list[str]] = Field(
+        default_factory=list,
+        description="The guides of val_paths, one per entry, in the same order (needed with guides).",
     )
     val_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="Fraction of files held out for validation."
@@ -150,6 +159,7 @@ class DataSection(_Strict):
                 problems.append(
                     f"{key}: has {len(value)} axes but spatial_dims is {self.spatial_dims} (got {value})"
                 )
+        problems += _guide_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         scale, patch = self.scale_tuple(), self.patch_tuple()
@@ -166,6 +176,41 @@ class DataSection(_Strict):
                 f"scale: the slice degradation scales exactly one axis, e.g. [1, 1, 4] (got {list(scale)})"
             )
         return self
+
+
+def _guide_problems(data: DataSection) -> list[str]:
+    """Guides pair with their targets by position: the lists must line up."""
+    problems = []
+    for key, guides, paths_key, paths in (
+        ("guides", data.guides, "paths", data.paths),
+        ("val_guides", data.val_guides, "val_paths", data.val_paths),
+    ):
+        if guides and len(guides) != len(paths):
+            problems.append(
+                f"{key}: has {len(guides)} entries but data.{paths_key} has {len(paths)}: give one guide "
+                f"(or one list of guides) per entry of data.{paths_key}, in the same order"
+            )
+        counts = sorted({len(g) if isinstance(g, list) else 1 for g in guides})
+        if 0 in counts:
+            problems.append(f"{key}: an entry is an empty list: name at least one guide file")
+        elif len(counts) > 1:
+            problems.append(
+                f"{key}: every entry must name the same number of guide files (got {counts[0]} and {counts[-1]})"
+            )
+    files = {len(g) if isinstance(g, list) else 1 for g in data.guides}
+    val_files = {len(g) if isinstance(g, list) else 1 for g in data.val_guides}
+    if len(files) == len(val_files) == 1 and files != val_files:
+        problems.append(
+            f"val_guides: every entry must name the same number of guide files as in data.guides "
+            f"(got {val_files.pop()} and {files.pop()}): the model takes one set of guides"
+        )
+    if data.val_paths and data.guides and not data.val_guides:
+        problems.append(
+            "val_guides: data.guides is set, so data.val_paths needs its guides in data.val_guides too"
+        )
+    if data.val_guides and not data.guides:
+        problems.append("val_guides: set but data.guides is empty: a guided recipe names both")
+    return problems
 
 
 class ModelSection(BaseModel):
@@ -345,7 +390,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
         # pydantic adds union branch names (int, list[int]) to the location; drop them
-        loc = [p for p in loc if p not in {"int", "float", "list[int]", "list[float]", "bool", "str", "none"}]
+        loc = [
+            p
+            for p in loc
+            if p not in {"int", "float", "list[int]", "list[float]", "list[str]", "bool", "str", "none"}
+        ]
         key = ".".join(loc) or "(top level)"
         value = err.get("input")
         if err["type"] == "extra_forbidden":

@@ -25,7 +25,7 @@ import torch
 from _report import emit
 
 from aesr_sci.nets import build_model, interpolate, model_names
-from aesr_sci.nets.registry import describe_models
+from aesr_sci.nets.registry import describe_models, is_guided
 
 
 def _windows(size: tuple[int, ...], window: int) -> list[tuple[slice, ...]]:
@@ -64,6 +64,8 @@ def bench(spatial_dims: int, channels: int, size: int, window: int, repeats: int
     rows.append({"name": "interpolation", "parameters": 0, "macs": 0.0, "seconds": interp})
     timed: dict[str, float] = {}
     for name in sorted(model_names(), key=lambda n: n == "gan"):  # gan reuses residual's timing
+        if is_guided(name):
+            continue  # a guided network needs a guide on the output grid: not timed here yet
         print(f"{spatial_dims}D {name}...", file=sys.stderr, flush=True)
         if name == "gan":
             seconds = timed["residual"]

@@ -370,6 +370,7 @@ ROWS: list[Callable[[Path], Case]] = [
     evaluate_overwrite_failing_file,
 ]
 
+
 def _degrade_option(option: str, value: str) -> Callable[[Path], Case]:
     def row(tmp: Path) -> Case:
         src = _nifti(tmp)

@@ -267,14 +267,16 @@ def test_icnr_rejects_a_wrong_channel_count():
 
 # --------------------------------------------------------------------------------- registry
 def test_model_names():
-    assert model_names() == NAMES
+    assert model_names() == sorted([*NAMES, "guided_dual", "guided_residual"])  # see test_guided.py
 
 
 def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(ModelError) as err:
         build_model("resnet", spatial_dims=3, in_channels=1, scale=2)
     assert (
-        str(err.value) == "unknown model 'resnet': choose one of attention, gan, multiscale, residual, seed"
+        str(err.value)
+        == "unknown model 'resnet': choose one of attention, gan, guided_dual, guided_residual, "
+        "multiscale, residual, seed"
     )
 
 
@@ -348,7 +350,7 @@ def test_model_config_of_a_foreign_module_is_a_model_error():
 
 def test_describe_models():
     rows = describe_models(spatial_dims=3, in_channels=1, scale=2)
-    assert [r["name"] for r in rows] == NAMES
+    assert [r["name"] for r in rows] == model_names()
     by_name = {r["name"]: r for r in rows}
     residual = build_model("residual", spatial_dims=3, in_channels=1, scale=2)
     assert by_name["residual"]["parameters"] == sum(p.numel() for p in residual.parameters())
@@ -367,7 +369,7 @@ def test_cli_models_prints_one_row_per_network():
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].split()[:2] == ["name", "parameters"]
-    assert [line.split()[0] for line in lines[1:]] == NAMES
+    assert [line.split()[0] for line in lines[1:]] == model_names()
 
 
 def test_cli_models_reports_a_bad_scale_in_one_line():

@@ -120,6 +120,7 @@ def test_shipped_recipes_validate(path: Path) -> None:
     assert recipe.source == str(path)
     assert recipe.train.max_minutes is not None and recipe.train.max_minutes <= 30
     from aesr_sci.nets import build_model
+    from aesr_sci.nets.registry import is_guided
 
     # the recipe's model section builds (wrong network arguments would fail here)
     build_model(
@@ -127,8 +128,10 @@ def test_shipped_recipes_validate(path: Path) -> None:
         spatial_dims=recipe.data.spatial_dims,
         in_channels=recipe.data.channels or 1,
         scale=list(recipe.data.scale_tuple()),
+        **({"guide_channels": 1} if is_guided(recipe.model.name) else {}),
         **recipe.model.kwargs(),
     )
+    assert bool(recipe.data.guides) == is_guided(recipe.model.name)  # a guided model names its guides
 
 
 def test_there_are_six_shipped_recipes() -> None:

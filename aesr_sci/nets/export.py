@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import ModelError
 from ..fileutil import atomic_output
 from .gan import GANModel
+from .guided import GuidedSRNetwork
 
 __all__ = ["EXPORT_FORMATS", "export_model"]
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 _SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 ONNX_OPSET = 18
+_INPUT_NAMES = ("lq", "guide")  # a guided network's second input is the guide
 
 
 def _format_from(path: Path, fmt: str | None) -> str:
@@ -55,7 +57,7 @@ def _require_onnx() -> None:
         )
 
 
-def _to_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> str:
+def _to_torchscript(net: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> str:
     """Script the network (dynamic shapes); fall back to tracing if it is not scriptable."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still the format
@@ -71,18 +73,21 @@ def _to_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> str:
     return how
 
 
-def _run_torchscript(path: Path, example: torch.Tensor) -> torch.Tensor:
+def _run_torchscript(path: Path, example: tuple[torch.Tensor, ...]) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         loaded = torch.jit.load(str(path), map_location="cpu")
         with torch.no_grad():
-            return loaded(example)
+            return loaded(*example)
 
 
-def _to_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> str:
+def _to_onnx(net: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> str:
     from torch.export import Dim
 
-    dynamic = {"lq": {axis: Dim.AUTO for axis in range(example.dim()) if axis != 1}}
+    dynamic = {
+        name: {axis: Dim.AUTO for axis in range(x.dim()) if axis != 1}
+        for name, x in zip(_INPUT_NAMES, example)
+    }
     torch_onnx_log = logging.getLogger("torch.onnx")
     level = torch_onnx_log.level
     torch_onnx_log.setLevel(logging.ERROR)  # the exporter logs about optional torchvision ops
@@ -93,14 +98,16 @@ def _to_onnx(net: nn.Module, example: torch.Tensor, path: Path) -> str:
     return "dynamo"
 
 
-def _onnx_export(net: nn.Module, example: torch.Tensor, path: Path, dynamic: dict[str, Any]) -> None:
+def _onnx_export(
+    net: nn.Module, example: tuple[torch.Tensor, ...], path: Path, dynamic: dict[str, Any]
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter warns about its own internals
         torch.onnx.export(
             net,
-            (example,),
+            example,
             str(path),
-            input_names=["lq"],
+            input_names=list(_INPUT_NAMES[: len(example)]),
             output_names=["sr"],
             dynamic_shapes=dynamic,
             opset_version=ONNX_OPSET,
@@ -110,22 +117,26 @@ def _onnx_export(net: nn.Module, example: torch.Tensor, path: Path, dynamic: dic
         )
 
 
-def run_onnx(path: str | os.PathLike[str], lq: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """Run an exported ONNX network on ``lq``; return the output and the runtime used.
+def run_onnx(
+    path: str | os.PathLike[str], lq: torch.Tensor, guide: torch.Tensor | None = None
+) -> tuple[torch.Tensor, str]:
+    """Run an exported ONNX network on ``lq`` (and ``guide``, for a guided network); return the
+    output and the runtime used.
 
     onnxruntime is used when installed, else :class:`onnx.reference.ReferenceEvaluator` (exact but
     slow: keep inputs tiny).
     """
-    array = lq.detach().cpu().numpy()
+    tensors = (lq,) if guide is None else (lq, guide)
+    feed = {name: x.detach().cpu().numpy() for name, x in zip(_INPUT_NAMES, tensors)}
     try:
         import onnxruntime
     except ImportError:
         from onnx.reference import ReferenceEvaluator
 
-        result = ReferenceEvaluator(str(path)).run(None, {"lq": array})[0]
+        result = ReferenceEvaluator(str(path)).run(None, feed)[0]
         return torch.from_numpy(result), "onnx.reference"
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    result = session.run(None, {session.get_inputs()[0].name: array})[0]
+    result = session.run(None, feed)[0]
     return torch.from_numpy(result), "onnxruntime"
 
 
@@ -141,8 +152,9 @@ def export_model(
     """Export a network (the generator of a :class:`~aesr_sci.nets.gan.GANModel`) and verify the file.
 
     The file is written atomically; before it takes its final name it is loaded back and run on a
-    random input of ``example_shape``, and its output compared with PyTorch's. Batch and spatial
-    axes are dynamic in both formats (ONNX through ``torch.export`` with automatic dynamic
+    random input of ``example_shape``, and its output compared with PyTorch's. A guided network
+    (:class:`~aesr_sci.nets.guided.GuidedSRNetwork`) is exported with two inputs, ``lq`` and
+    ``guide``, and checked with a random guide on the output grid. Batch and spatial axes are dynamic in both formats (ONNX through ``torch.export`` with automatic dynamic
     dimensions; TorchScript through ``torch.jit.script``), so the file accepts other sizes.
 
     Parameters
@@ -190,16 +202,17 @@ def export_model(
     net = module.generator if isinstance(module, GANModel) else module
     net = copy.deepcopy(net).cpu().float().eval()
     generator = torch.Generator().manual_seed(0)
-    example = torch.rand(tuple(int(s) for s in example_shape), generator=generator)
+    lq = torch.rand(tuple(int(s) for s in example_shape), generator=generator)
+    example = (lq, net.example_guide(lq)) if isinstance(net, GuidedSRNetwork) else (lq,)
     with torch.no_grad():
-        expected = net(example)
+        expected = net(*example)
     with atomic_output(path, overwrite=overwrite) as tmp:
         if fmt == "torchscript":
             how = _to_torchscript(net, example, tmp)
             got, checked_with = _run_torchscript(tmp, example), "torch.jit"
         else:
             how = _to_onnx(net, example, tmp)
-            got, checked_with = run_onnx(tmp, example)
+            got, checked_with = run_onnx(tmp, *example)
         if got.shape != expected.shape:
             raise ModelError(
                 f"exported {fmt} model gives shape {tuple(got.shape)}, PyTorch {tuple(expected.shape)}"

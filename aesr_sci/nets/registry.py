@@ -15,11 +15,12 @@ from ..errors import ModelError
 from .attention import AttentionSR
 from .blocks import SRNetwork, parse_scale
 from .gan import GANModel, PatchDiscriminator
+from .guided import GuidedDualSR, GuidedResidualSR, GuidedSRNetwork
 from .multiscale import MultiscaleSR
 from .residual import ResidualSR
 from .seed import SeedAutoencoder
 
-__all__ = ["build_model", "describe_models", "model_config", "model_from_config", "model_names"]
+__all__ = ["build_model", "describe_models", "is_guided", "model_config", "model_from_config", "model_names"]
 
 # name -> (class, one-line description)
 _NETWORKS: dict[str, tuple[type[SRNetwork], str]] = {
@@ -30,9 +31,17 @@ _NETWORKS: dict[str, tuple[type[SRNetwork], str]] = {
         "U-Net in LR space (skips across scales), sub-pixel upsampling, global skip",
     ),
     "attention": (AttentionSR, "RCAN-like channel attention (+ optional spatial), global skip"),
+    "guided_residual": (
+        GuidedResidualSR,
+        "guided (DSen2-like): interpolated target + guide, residual blocks on the guide grid",
+    ),
+    "guided_dual": (
+        GuidedDualSR,
+        "guided: target and guide encoders joined on the guide grid, residual decoder",
+    ),
 }
 _GAN_DESCRIPTION = "generator (default residual) + spectral-norm patch discriminator for adversarial training"
-_COMMON = ("spatial_dims", "in_channels", "scale", "out_channels", "convention")
+_COMMON = ("spatial_dims", "in_channels", "guide_channels", "scale", "out_channels", "convention")
 
 
 def model_names() -> list[str]:
@@ -41,9 +50,20 @@ def model_names() -> list[str]:
     Examples
     --------
     >>> model_names()
-    ['attention', 'gan', 'multiscale', 'residual', 'seed']
+    ['attention', 'gan', 'guided_dual', 'guided_residual', 'multiscale', 'residual', 'seed']
     """
     return sorted([*_NETWORKS, "gan"])
+
+
+def is_guided(name: str) -> bool:
+    """Whether the network called ``name`` takes a guide: ``forward(lq, guide)`` instead of ``forward(lq)``.
+
+    Examples
+    --------
+    >>> is_guided("guided_residual"), is_guided("residual")
+    (True, False)
+    """
+    return name in _NETWORKS and issubclass(_NETWORKS[name][0], GuidedSRNetwork)
 
 
 def _options(cls: type) -> dict[str, Any]:
@@ -118,6 +138,7 @@ def build_model(
     scale: int | tuple[int, ...] | list[int],
     out_channels: int | None = None,
     convention: str = "fov",
+    guide_channels: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a network of the family by name, checking every argument.
@@ -137,6 +158,8 @@ def build_model(
     convention
         ``"fov"`` or ``"origin"``: the grid convention of the training pairs (see
         :func:`aesr_sci.nets.blocks.interpolate`).
+    guide_channels
+        Bands of the guide, for the guided networks (:func:`is_guided`) only, which require it.
     **kwargs
         Network options (``features``, ``blocks``...; see each class). For ``"gan"``:
         ``generator`` (a network name, default ``"residual"``), ``discriminator`` (a dict of
@@ -171,11 +194,20 @@ def build_model(
     factors = parse_scale(scale, spatial_dims)
     geometry["scale"] = factors[0] if len(set(factors)) == 1 else list(factors)
     if name == "gan":
+        if guide_channels is not None:
+            raise ModelError(
+                "model 'gan' takes no guide: adversarial training of guided networks is not supported"
+            )
         return _build_gan(geometry, kwargs)
     if name not in _NETWORKS:
         raise ModelError(f"unknown model {name!r}: choose one of {', '.join(model_names())}")
     cls = _NETWORKS[name][0]
     options = _resolve(name, cls, kwargs)
+    if is_guided(name) != (guide_channels is not None):
+        need = "needs guide_channels (the number of guide bands)" if is_guided(name) else "takes no guide"
+        raise ModelError(f"model {name!r} {need}")
+    if guide_channels is not None:
+        geometry["guide_channels"] = guide_channels
     module = cls(**geometry, **options)
     module.config = _jsonable({"name": name, **geometry, "out_channels": module.out_channels, **options})
     return module
@@ -235,19 +267,23 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
 def _count_macs(module: nn.Module, x: torch.Tensor) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
+    inputs = (x, module.example_guide(x)) if isinstance(module, GuidedSRNetwork) else (x,)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        module(x)
+        module(*inputs)
     return counter.get_total_flops() / 2.0
 
 
-def describe_models(*, spatial_dims: int, in_channels: int, scale: Any) -> list[dict[str, Any]]:
+def describe_models(
+    *, spatial_dims: int, in_channels: int, scale: Any, guide_channels: int = 1
+) -> list[dict[str, Any]]:
     """Parameters and compute of every registered network at its defaults, for one configuration.
 
     MACs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and
     matrix products; elementwise work and interpolation are not counted) on a small input and
     divided by the number of output voxels. For ``gan`` the generator is described (the
-    discriminator only runs during training).
+    discriminator only runs during training); guided networks are given a guide of
+    ``guide_channels`` bands on the output grid.
 
     Returns
     -------
@@ -268,7 +304,10 @@ def describe_models(*, spatial_dims: int, in_channels: int, scale: Any) -> list[
     x = torch.rand(1, in_channels, *([size] * spatial_dims))
     rows = []
     for name in model_names():
-        module = build_model(name, spatial_dims=spatial_dims, in_channels=in_channels, scale=scale).eval()
+        guide = {"guide_channels": guide_channels} if is_guided(name) else {}
+        module = build_model(
+            name, spatial_dims=spatial_dims, in_channels=in_channels, scale=scale, **guide
+        ).eval()
         net = module.generator if isinstance(module, GANModel) else module
         out_voxels = math.prod(size * f for f in factors)
         rows.append(
