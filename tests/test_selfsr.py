@@ -242,3 +242,20 @@ def test_in_plane_pairs_degrade_one_in_plane_axis_by_the_profile(axis):
         InPlanePairs(img, g, profile, patch_size=(6, 6))
     with pytest.raises(DataError, match="smaller than the patch"):
         InPlanePairs(img, g, profile, patch_size=(32, 32))
+
+
+def test_nodata_is_left_out_of_the_profile_fit_and_the_loss(field):
+    img = _thick(field, "gaussian", 4.0, 4)
+    mask = np.ones(img.spatial_shape, bool)
+    mask[:20] = False
+    data = np.where(mask[None], img.data, np.float32(-5000.0))  # a nodata value far below the data
+    masked = Image(data, img.meta, mask)
+    est = estimate_profile(masked, slice_geometry(masked.meta))
+    assert est.source == "data" and est.shape == "gaussian"
+    assert est.fwhm == pytest.approx(4.0, rel=0.15)
+    pairs = InPlanePairs(masked, slice_geometry(masked.meta), est, patch_size=(16, 16), min_valid=0.0)
+    items = [pairs[i] for i in range(30)]
+    partial = [it for it in items if 0 < it["mask"].mean() < 1]
+    assert partial, "no patch touched the nodata border"
+    for it in partial:
+        assert torch.all(it["gt"][it["mask"].expand_as(it["gt"]) == 0] == 0)

@@ -43,9 +43,9 @@ class InPlanePairs(Dataset):
     Parameters
     ----------
     image
-        The thick-slice volume ``(C, X, Y, Z)``.
+        The ``(C, X, Y, Z)`` volume the pairs are cut from.
     geometry
-        Its thick axis and scale (:func:`~aesr_sci.selfsr.geometry.slice_geometry`).
+        The volume's thick axis and scale.
     profile
         The slice profile that degrades the in-plane axes (:func:`~aesr_sci.selfsr.profile.estimate_profile`).
     patch_size
@@ -111,39 +111,51 @@ class InPlanePairs(Dataset):
         if samples_per_epoch < 1:
             raise DataError(f"samples_per_epoch must be >= 1 (got {samples_per_epoch})")
         self.geometry, self.profile, self.patch_size = geometry, profile, patch
-        self.samples_per_epoch, self.min_valid, self.max_tries = (
-            int(samples_per_epoch),
-            float(min_valid),
-            max(1, int(max_tries)),
-        )
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.min_valid = float(min_valid)
+        self.max_tries = max(1, int(max_tries))
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.normalizer = Normalizer.from_dict(normalizer)
-        axis = geometry.axis
         self.in_plane = geometry.in_plane
+        if any(image.spatial_shape[a] - image.spatial_shape[a] % s < patch[0] for a in self.in_plane) or any(
+            image.spatial_shape[a] < patch[1] for a in self.in_plane
+        ):
+            raise DataError(
+                f"the in-plane size {[image.spatial_shape[a] for a in self.in_plane]} is smaller than "
+                f"the patch {list(patch)}: use a smaller patch_size"
+            )
         data = np.asarray(image.data, dtype=np.float32)
         valid = np.ones(image.spatial_shape, bool) if image.mask is None else np.asarray(image.mask, bool)
         levels = foreground_levels(data, valid, foreground_threshold)
         good = valid & (data > levels[:, None, None, None]).any(0)
+        data = np.where(valid[None], data, np.float32(0.0))
         self.stats = self.normalizer.fit(data, good if good.any() else valid)
-        # per in-plane direction: slices (T, C, degraded axis, other axis) and their degraded twins
-        self._hr, self._lq, self._good, self._valid = [], [], [], []
-        for a in self.in_plane:
-            other = 3 - a - axis
-            hr = np.ascontiguousarray(np.moveaxis(data, (1 + axis, 0, 1 + a, 1 + other), (0, 1, 2, 3)))
-            g, v = (np.moveaxis(m, (axis, a, other), (0, 1, 2)) for m in (good, valid))
-            n = hr.shape[2] - hr.shape[2] % s
-            if n < patch[0] or hr.shape[3] < patch[1]:
-                raise DataError(
-                    f"the in-plane size {list(image.spatial_shape[i] for i in self.in_plane)} is smaller than "
-                    f"the patch {list(patch)}: use a smaller patch_size"
-                )
-            hr = hr[:, :, :n]
-            with torch.no_grad():
-                lq = profile.degradation(spatial_dims=2, axis=0).apply(torch.from_numpy(hr)).numpy()
-            self._hr.append(hr)
-            self._lq.append(lq)
-            self._good.append(np.ascontiguousarray(g[:, :n]))
-            self._valid.append(np.ascontiguousarray(v[:, :n]))
+        # per in-plane direction: slices (T, C, degraded axis, other axis), their twins and masks
+        directions = [
+            self._direction(data, good, valid, a, masked=image.mask is not None) for a in self.in_plane
+        ]
+        self._hr, self._lq, self._good, self._valid = (list(d) for d in zip(*directions))
+
+    def _direction(
+        self, data: np.ndarray, good: np.ndarray, valid: np.ndarray, a: int, *, masked: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The thick slices with in-plane axis ``a`` first (cropped to a multiple of the scale) and their twins."""
+        axis, s = self.geometry.axis, self.profile.scale
+        other = 3 - a - axis  # type: ignore[operator]
+        hr = np.moveaxis(data, (1 + axis, 0, 1 + a, 1 + other), (0, 1, 2, 3))  # type: ignore[operator]
+        n = hr.shape[2] - hr.shape[2] % s
+        hr = np.ascontiguousarray(hr[:, :, :n])
+        g, v = (
+            np.ascontiguousarray(np.moveaxis(m, (axis, a, other), (0, 1, 2))[:, :n]) for m in (good, valid)
+        )
+        deg = self.profile.degradation(spatial_dims=2, axis=0)
+        with torch.no_grad():
+            x = torch.from_numpy(hr)
+            if masked:  # nodata never bleeds into valid pixels; pixels with no valid support: nan, then 0
+                lq = deg.apply_masked(x, torch.from_numpy(v[:, None]), fill=float("nan"))[0]
+            else:
+                lq = deg.apply(x)
+        return hr, lq.numpy(), g, v
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch, which (with the seed and the item index) determines every random draw."""
@@ -183,7 +195,7 @@ class InPlanePairs(Dataset):
         lq = self._lq[d][t, :, a // s : (a + p) // s, b : b + q]
         mask = self._valid[d][t, a : a + p, b : b + q][None].astype(np.float32)
         gt = self.normalizer.apply(gt, self.stats) * mask
-        lq = self.normalizer.apply(lq, self.stats)
+        lq = np.nan_to_num(self.normalizer.apply(lq, self.stats), nan=0.0)
         if self.augment:
             flips = tuple(1 + i for i in range(2) if rng.integers(2))
             gt, lq, mask = (np.flip(x, flips) for x in (gt, lq, mask))
