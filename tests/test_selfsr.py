@@ -60,6 +60,8 @@ def test_isotropic_input_needs_a_scale_and_is_then_zoomed_on_every_axis():
         slice_geometry(_meta((1.0, 1.0, 1.2)), name="a.nii.gz")
     g = slice_geometry(_meta((1.0, 1.0, 1.0)), scale=2)
     assert g.axis is None and g.zoom == (2, 2, 2)
+    raster = slice_geometry(SpatialMeta(np.diag([20.0, 20.0, 1.0])), scale=2)  # a 2D raster: zero-shot only
+    assert raster.axis is None and raster.zoom == (2, 2)
     with pytest.raises(DataError, match="two coarse axes"):
         slice_geometry(_meta((1.0, 3.0, 5.0)))
     with pytest.raises(DataError, match="whole numbers"):
