@@ -16,9 +16,11 @@ Methods
     real input gives a real output. The result equals the band-limited original sampled at high-res
     indices ``j * s``: the first voxel centre stays put.
 ``slice`` (thick-slice MRI, ``"fov"``)
-    A Gaussian slice profile whose full width at half maximum equals the slice thickness
-    (``s * (1 - gap)`` high-resolution voxels unless ``fwhm`` is given), centred on each
-    low-resolution voxel (high-res index ``k * s + (s - 1) / 2``), then decimation.
+    A slice profile whose full width at half maximum equals the slice thickness (``s * (1 - gap)``
+    high-resolution voxels unless ``fwhm`` is given), centred on each low-resolution voxel
+    (high-res index ``k * s + (s - 1) / 2``), then decimation. The profile is a Gaussian, or with
+    ``profile="box"`` a rectangle of that width integrated over each high-resolution voxel (a
+    contiguous box of width ``s`` is the block mean).
 ``gaussian`` (satellite and general, ``"fov"``)
     A Gaussian blur per band followed by block means. The default ``sigma = s * sqrt(-2 ln 0.3) / pi
     ~= 0.494 s`` high-resolution pixels puts the blur's modulation transfer function,
@@ -54,6 +56,7 @@ from ..spatial import METHODS, Image, as_int_scale, per_axis
 __all__ = [
     "METHODS",
     "PARAMS",
+    "SLICE_PROFILES",
     "Degradation",
     "add_noise",
     "default_sigma",
@@ -64,12 +67,15 @@ logger = logging.getLogger(__name__)
 
 PARAMS: dict[str, tuple[str, ...]] = {
     "kspace": (),
-    "slice": ("fwhm", "gap", "sigma_jitter"),
+    "slice": ("fwhm", "gap", "sigma_jitter", "profile"),
     "gaussian": ("sigma", "sigma_jitter"),
     "area": (),
     "bicubic": (),
 }
 """The parameters each method accepts."""
+
+SLICE_PROFILES: tuple[str, ...] = ("gaussian", "box")
+"""The slice-profile shapes of the ``slice`` method."""
 
 _MTF_AT_NYQUIST = 0.3
 _GAUSS_TRUNCATE = 4.0  # kernel radius in standard deviations (as scipy.ndimage)
@@ -121,6 +127,8 @@ class Degradation:
             thickness ``s * (1 - gap)``.
         ``gap`` (slice)
             gap between slices as a fraction of a slice, in ``[0, 1)``; default 0.
+        ``profile`` (slice)
+            the profile's shape, one of :data:`SLICE_PROFILES`; default ``"gaussian"``.
         ``sigma_jitter`` (gaussian, slice)
             relative random change of the blur width for training, e.g. 0.2 for +-20%; see
             :meth:`randomized`. :meth:`apply` itself is deterministic.
@@ -180,6 +188,10 @@ class Degradation:
             if gap >= 1:
                 raise RecipeError(f"degradation parameter gap must be in [0, 1) (got {gap!r})")
             params["gap"] = float(gap)
+        if params.get("profile", "gaussian") not in SLICE_PROFILES:
+            raise RecipeError(
+                f"unknown slice profile {params['profile']!r}: use one of {', '.join(SLICE_PROFILES)}"
+            )
         if "sigma_jitter" in params:
             jitter = params["sigma_jitter"]
             _check_positive("sigma_jitter", jitter, allow_zero=True)
@@ -327,6 +339,8 @@ class Degradation:
             return (w / w.sum())[np.newaxis]
         if self.method == "slice":
             fwhm = self.params.get("fwhm", s * (1.0 - self.params.get("gap", 0.0)))
+            if self.params.get("profile") == "box":
+                return _box_taps(s, fwhm)
             sigma = fwhm / _FWHM_PER_SIGMA
             r = max(math.ceil(_GAUSS_TRUNCATE * sigma - centre), 0)
             u = np.arange(s + 2 * r) - r - centre
@@ -442,6 +456,20 @@ class Degradation:
         )
         y = torch.where(lq_valid, num, partial)
         return y, lq_valid
+
+
+def _box_taps(s: int, width: float) -> np.ndarray:
+    """Taps ``(1, s + 2 r)`` of a box of ``width`` high-resolution voxels centred on a low-resolution voxel.
+
+    Each tap is the overlap of the box with its voxel ``[u - 1/2, u + 1/2]``, normalised to sum to one.
+    """
+    centre = (s - 1) / 2.0
+    r = max(math.ceil(width / 2 + 0.5 - centre), 0)
+    u = np.arange(s + 2 * r) - r - centre
+    w = np.clip(np.minimum(u + 0.5, width / 2) - np.maximum(u - 0.5, -width / 2), 0.0, None)
+    while r > 0 and w[0] <= 1e-12 and w[-1] <= 1e-12:
+        w, r = w[1:-1], r - 1
+    return (w / w.sum())[np.newaxis]
 
 
 def _keys_cubic(u: np.ndarray, a: float = -0.5) -> np.ndarray:
