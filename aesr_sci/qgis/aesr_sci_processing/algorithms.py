@@ -179,7 +179,7 @@ def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
         _advanced(
             _number(
                 "PATCH_SIZE",
-                alg.tr("Window size in input pixels (not set: the model's; 0: the whole raster at once)"),
+                alg.tr("Window size in input pixels (0: whole raster)"),
                 integer,
                 minimum=0,
                 optional=True,
@@ -191,11 +191,7 @@ def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
     )
     alg.addParameter(_advanced(_number("BATCH_SIZE", alg.tr("Windows per forward pass"), integer, 4, 1)))
     alg.addParameter(
-        _advanced(
-            QgsProcessingParameterString(
-                "DEVICE", alg.tr("Device: cpu, cuda or cuda:N (not set: CUDA when available)"), optional=True
-            )
-        )
+        _advanced(QgsProcessingParameterString("DEVICE", alg.tr("Device (cpu, cuda, cuda:N)"), optional=True))
     )
 
 
@@ -215,7 +211,8 @@ class UpscaleAlgorithm(AesrSciAlgorithm):
     HELP = (
         "Super-resolves a raster with a trained aesr-sci model (aesr-sci upscale). The output has the "
         "input's CRS and bounds, pixels smaller by the model's scale, the input's data type, band "
-        "names and nodata."
+        "names and nodata. Advanced: the sliding window's size in input pixels (not set: the model's; "
+        "0: the whole raster at once), overlap and batch, and the device (not set: CUDA when available)."
     )
 
     def initAlgorithm(self, config=None):
@@ -276,7 +273,7 @@ class SelfsrAlgorithm(AesrSciAlgorithm):
             _advanced(
                 QgsProcessingParameterString(
                     "DEVICE",
-                    self.tr("Device: cpu, cuda or cuda:N (not set: CUDA when available)"),
+                    self.tr("Device (cpu, cuda, cuda:N)"),
                     optional=True,
                 )
             )
