@@ -85,6 +85,12 @@ def test_install_copies_the_plugin_and_records_this_aesr_sci(tmp_path: Path) -> 
     assert sorted(p.name for p in target.parent.iterdir()) == [PLUGIN_NAME]
 
 
+def test_install_help_has_an_example() -> None:
+    result = CliRunner().invoke(main, ["qgis", "install", "--help"])
+    assert result.exit_code == 0 and "Example" in result.output and "--qgis-dir" in result.output
+    assert "install" in CliRunner().invoke(main, ["qgis", "--help"]).output
+
+
 def test_a_different_install_is_kept_unless_overwrite(tmp_path: Path) -> None:
     assert _install("--qgis-dir", str(tmp_path)).exit_code == 0
     target = tmp_path / "profiles" / "default" / "python" / "plugins" / PLUGIN_NAME

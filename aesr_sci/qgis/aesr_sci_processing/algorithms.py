@@ -13,6 +13,7 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -148,6 +149,7 @@ class AesrSciAlgorithm(QgsProcessingAlgorithm):
         from .provider import executable
 
         args, options, outputs = self.arguments(values)
+        feedback = feedback if feedback is not None else QgsProcessingFeedback()
         try:
             exe = runner.check_executable(executable())
             runner.require(exe, self.COMMAND, tuple(options), self.FEATURE)

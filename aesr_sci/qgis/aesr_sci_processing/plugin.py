@@ -15,8 +15,9 @@ class AesrSciPlugin:
         self.provider: AesrSciProvider | None = None
 
     def initProcessing(self) -> None:
-        self.provider = AesrSciProvider()
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        if self.provider is None:  # QGIS Desktop calls initGui, qgis_process initProcessing
+            self.provider = AesrSciProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:
         self.initProcessing()
