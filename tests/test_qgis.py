@@ -141,7 +141,11 @@ class Feedback:
         self.progress: list[float] = []
         self.console: list[str] = []
         self.commands: list[str] = []
+        self.texts: list[str] = []
         self.cancel_at = cancel_at
+
+    def setProgressText(self, text: str) -> None:
+        self.texts.append(text)
 
     def setProgress(self, value: float) -> None:
         self.progress.append(value)
@@ -167,15 +171,17 @@ def _fake_command(folder: Path, body: str) -> str:
 def test_runner_reports_tqdm_progress_and_returns_stdout(tmp_path: Path) -> None:
     exe = _fake_command(
         tmp_path,
-        "for i in range(5):\n"
-        "    sys.stderr.write(f'\\r{i * 25:3d}%|##        | {i}/4 [00:00<00:00]'); sys.stderr.flush()\n"
-        "sys.stderr.write('\\n')\n"  # tqdm ends its bar with a newline
+        "for band in range(2):\n"
+        "    for i in range(5):\n"
+        "        sys.stderr.write(f'\\r{i * 25:3d}%|##        | {i}/4 [00:00<00:00]'); sys.stderr.flush()\n"
+        "    sys.stderr.write('\\n')\n"  # tqdm ends its bar with a newline
         "print('wrote out.tif', file=sys.stderr)\nprint(sys.argv[1:])",
     )
     feedback = Feedback()
     out = runner.run(exe, ["upscale", "a b"], feedback)
     assert out.strip() == "['upscale', 'a b']"
-    assert feedback.progress[:5] == [0.0, 25.0, 50.0, 75.0, 100.0]
+    assert feedback.progress == [0.0, 25.0, 50.0, 75.0, 100.0] * 2 + [100.0]
+    assert feedback.texts == ["aesr-sci: pass 2"]
     assert feedback.console == ["wrote out.tif"]
     assert feedback.commands == [f'{exe} upscale "a b"']
 

@@ -2,7 +2,8 @@
 
 Standard library only: QGIS's own Python runs this file, and it must never import torch or
 aesr_sci. The algorithms give :func:`run` a feedback object (``QgsProcessingFeedback``, or anything
-with ``setProgress``, ``isCanceled``, ``pushCommandInfo`` and ``pushConsoleInfo``) and turn
+with ``setProgress``, ``setProgressText``, ``isCanceled``, ``pushCommandInfo`` and
+``pushConsoleInfo``) and turn
 :class:`CommandError` into ``QgsProcessingException``.
 """
 
@@ -138,6 +139,8 @@ class _Lines:
         self.feedback = feedback
         self.buffer = ""
         self.lines: list[str] = []
+        self.percent = 0.0
+        self.passes = 1  # a bar per band of a band-by-band model, per TTA transform...
 
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk.decode("utf-8", errors="replace")
@@ -151,7 +154,12 @@ class _Lines:
             return
         match = _PERCENT.search(text)
         if match:
-            self.feedback.setProgress(min(100.0, float(match.group(1))))
+            percent = min(100.0, float(match.group(1)))
+            if percent < self.percent:
+                self.passes += 1
+                self.feedback.setProgressText(f"aesr-sci: pass {self.passes}")
+            self.percent = percent
+            self.feedback.setProgress(percent)
             return
         self.lines.append(text)
         if not text.startswith("Error: "):  # the error itself comes back as the exception
@@ -172,7 +180,8 @@ def run(
 ) -> str:
     """Run ``executable ARGS``; return its stdout.
 
-    tqdm percentages on stderr go to ``feedback.setProgress``, other stderr lines to
+    tqdm percentages on stderr go to ``feedback.setProgress`` (a new bar, for the next band or TTA
+    transform, shows as "pass N" in ``feedback.setProgressText``), other stderr lines to
     ``feedback.pushConsoleInfo``. When ``feedback.isCanceled()`` turns true the command is
     interrupted and ``outputs`` (with the writer's temporary files) are removed. A non-zero exit
     raises :class:`CommandError` with the command's one-line error.
