@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # The demo's training budget in minutes (the recipe's own budget is larger; see docs/recipes.md).
 MINUTES ?= 10
 
-.PHONY: demo test install install-test lint docs clean
+.PHONY: demo test install install-test lint docs qgis-figures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ lint: install-test
 
 docs: install-test
 	$(BIN)/mkdocs serve
+
+# The QGIS screenshots in docs/figures (needs Debian's qgis, python3-qgis and xvfb; any GeoTIFF will do).
+AESR_SCI_DATA ?= ../shared/data
+QGIS_RASTER ?= $(AESR_SCI_DATA)/sat/small/rasterio_RGB.byte.tif
+qgis-figures:
+	xvfb-run -a /usr/bin/python3 docs/figures/qgis_screenshots.py $(QGIS_RASTER)
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

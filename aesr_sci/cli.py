@@ -511,5 +511,45 @@ def export(model: str, output: str, fmt: str | None, overwrite: bool) -> None:
     click.echo(f"wrote {output} (max difference from PyTorch: {report['max_abs_diff']:.2e})")
 
 
+# --------------------------------------------------------------------------------------- qgis
+@main.group(short_help="Run aesr-sci from QGIS's Processing toolbox.")
+def qgis() -> None:
+    """Install the QGIS plugin whose Processing algorithms run this aesr-sci command."""
+
+
+@qgis.command("install", short_help="Install the Processing provider into a QGIS profile.")
+@click.option("--profile", default="default", show_default=True, help="QGIS user profile.")
+@click.option(
+    "--qgis-dir",
+    type=click.Path(path_type=str),
+    default=None,
+    help="QGIS's settings folder holding profiles/ (default: ~/.local/share/QGIS/QGIS3 or the platform's).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an installed copy that differs.")
+@_user_errors
+def qgis_install(profile: str, qgis_dir: str | None, overwrite: bool) -> None:
+    """Copy the aesr-sci plugin into a QGIS profile; it runs this environment's aesr-sci.
+
+    Prints the plugin's folder; then enable it in QGIS (Plugins > Manage and Install Plugins >
+    Installed) or headless with 'qgis_process plugins enable aesr_sci_processing'. The algorithms
+    appear in the Processing toolbox under aesr-sci.
+
+    \b
+    Example:
+      aesr-sci qgis install
+      aesr-sci qgis install --profile work --overwrite
+    """
+    from .qgis import PLUGIN_NAME, install
+
+    done = install(profile, qgis_dir=qgis_dir, overwrite=overwrite)
+    click.echo(str(done.path))
+    state = "installed" if done.changed else "already installed"
+    click.echo(
+        f"{state} for QGIS profile '{profile}' (runs {done.executable}); enable it in QGIS under Plugins > "
+        f"Manage and Install Plugins > Installed, or run 'qgis_process plugins enable {PLUGIN_NAME}'",
+        err=True,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
