@@ -543,7 +543,7 @@ def test_rmse_is_masked():
     test[1] = 3.0
     assert rmse(ref, test) == pytest.approx(np.sqrt(4.5))
     assert rmse(ref, test, mask=np.array([[True] * 4, [False] * 4])) == 0.0
-    with pytest.raises(ValueError, match="shapes differ"):
+    with pytest.raises(ValueError, match="different shapes"):
         rmse(ref, test[:1])
 
 
