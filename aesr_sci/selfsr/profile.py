@@ -146,7 +146,7 @@ def estimate_profile(
     header = SliceProfile("gaussian", float(fwhm or geometry.fwhm), geometry.scale, "header")
     planes = _planes(image, geometry, max_planes=max_planes, seed=seed)
     level = float(
-        foreground_levels(np.asarray(image.data, np.float32), image.mask, foreground_threshold).min()
+        foreground_levels(np.asarray(image.data, np.float32), image.common_mask, foreground_threshold).min()
     )
     window = min(int(window), image.spatial_shape[geometry.axis]) // 2 * 2  # type: ignore[index]
     widths = [float(fwhm)] if fwhm is not None else list(_WIDTHS * geometry.scale)
@@ -197,7 +197,7 @@ def _planes(image: Image, geometry: SliceGeometry, *, max_planes: int, seed: int
     axis, s = int(geometry.axis), geometry.scale  # type: ignore[arg-type]
     data = np.asarray(image.data, dtype=np.float32)
     if image.mask is not None:
-        data = np.where(image.mask[None], data, np.float32(-1e30))
+        data = np.where(image.common_mask[None], data, np.float32(-1e30))
     rng = np.random.default_rng(seed)
     out = []
     for a in geometry.in_plane:
