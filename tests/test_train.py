@@ -108,9 +108,9 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, monkeypatch: pytest.Mon
     paths = write_volumes(tmp_path / "data")
     train(tiny_recipe(paths), out_dir=tmp_path / "full")
 
-    import aesr_sci.train as engine
+    import aesr_sci.training.steps as engine
 
-    original = engine._content_loss
+    original = engine.content_loss
     calls = {"n": 0}
 
     def interrupt_at_step_5(*args: object, **kwargs: object):
@@ -119,11 +119,11 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, monkeypatch: pytest.Mon
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_content_loss", interrupt_at_step_5)
+    monkeypatch.setattr(engine, "content_loss", interrupt_at_step_5)
     with pytest.raises(KeyboardInterrupt, match="resume"):
         train(tiny_recipe(paths), out_dir=tmp_path / "split")
     assert json.loads((tmp_path / "split" / "state.json").read_text())["step"] == 4
-    monkeypatch.setattr(engine, "_content_loss", original)
+    monkeypatch.setattr(engine, "content_loss", original)
     train(tiny_recipe(paths), out_dir=tmp_path / "split", resume=True)
 
     a = load_file(str(tmp_path / "full" / "state.safetensors"))
