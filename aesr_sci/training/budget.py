@@ -8,8 +8,8 @@ stored in the checkpoint, so a resumed run takes the same steps as an uninterrup
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
+from time import perf_counter
 
 __all__ = ["StepBudget"]
 
@@ -55,12 +55,12 @@ class StepBudget:
         self.fitted = fitted or self.seconds is None
         self._agree = agree
         self._before = elapsed_before
-        self._t0 = time.perf_counter()
+        self._t0 = perf_counter()
         self._t_warm = self._t0
 
     def elapsed(self) -> float:
         """Seconds of training in this run, the interrupted part included."""
-        return self._before + time.perf_counter() - self._t0
+        return self._before + perf_counter() - self._t0
 
     def after_step(self, step: int) -> bool:
         """Account for the step that ended at ``step``; False when the time is up (``total`` becomes ``step``)."""
@@ -68,9 +68,9 @@ class StepBudget:
             return True
         done = step - self.start
         if not self.fitted and done == WARMUP_STEPS:
-            self._t_warm = time.perf_counter()
+            self._t_warm = perf_counter()
         if not self.fitted and done == WARMUP_STEPS + TIMED_STEPS:
-            self._fit(step, (time.perf_counter() - self._t_warm) / TIMED_STEPS)
+            self._fit(step, (perf_counter() - self._t_warm) / TIMED_STEPS)
         over = int(self.elapsed() > self.seconds and step < self.total)
         if self._agree(1 - over) == 0:  # any process out of time stops them all
             log.warning("time budget of %.1f min reached at step %d: stopping", self.seconds / 60, step)

@@ -147,6 +147,11 @@ class RunDirectory:
     def prepare(self, *, resume: bool, overwrite: bool) -> None:
         """Check the folder can take the run (nothing is written yet), or holds one to resume."""
         out = self.path
+        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise FileWriteError(
+                f"cannot make the run folder {out}: {existing} is a file; choose another --out"
+            )
         if resume:
             if not (out / "state.json").is_file():
                 raise OutputExistsError(
@@ -158,9 +163,6 @@ class RunDirectory:
                 f"{out} is not empty: pass --resume to continue that run, --overwrite to start it again, "
                 "or choose another --out"
             )
-        if out.exists() and not out.is_dir():
-            raise FileWriteError(f"{out} is a file: give a folder as --out")
-        existing = next(p for p in (out, *out.absolute().parents) if p.exists())
         if self.writes and not os.access(existing, os.W_OK | os.X_OK):
             raise FileWriteError(
                 f"cannot write the run into {out}: {existing} is not writable; choose another --out"

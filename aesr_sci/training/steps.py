@@ -190,14 +190,14 @@ class AdversarialStep(ContentStep):
         if not self.adversarial:
             return super().__call__(batch)
         lq, gt, mask = self.inputs(batch)
-        autocast = self.precision.autocast(self.device.type)
-        with frozen(self.discriminator), autocast:  # the generator step
-            pred = self.forward(lq)
-            real, fake = self.discriminator(gt), self.discriminator(pred)
-        content = content_loss(pred.float(), gt, mask, self.loss)
-        adversarial = adversarial_losses(real.float(), fake.float(), kind=self.kind).generator
-        loss = content + self.weight * adversarial
-        self.update(loss)
+        with frozen(self.discriminator):  # the generator step: no gradient reaches the discriminator
+            with self.precision.autocast(self.device.type):
+                pred = self.forward(lq)
+                real, fake = self.discriminator(gt), self.discriminator(pred)
+            content = content_loss(pred.float(), gt, mask, self.loss)
+            adversarial = adversarial_losses(real.float(), fake.float(), kind=self.kind).generator
+            loss = content + self.weight * adversarial
+            self.update(loss)
         with self.precision.autocast(self.device.type):  # the discriminator step
             real, fake = self.judge(gt), self.judge(pred.detach())
         disc_loss = adversarial_losses(real.float(), fake.float(), kind=self.kind).discriminator
@@ -231,7 +231,7 @@ def make_step(
         disc_lr=adv.lr,
         weight=adv.weight,
         start_fraction=adv.start_fraction,
-        kind=getattr(adv, "kind", "bce"),
+        kind=adv.kind,
         placement=placement,
         precision=precision,
         **content,
