@@ -258,6 +258,9 @@ def save_state(
     write_json(directory / STATE_JSON, {**meta, "optimizers": opt_meta})
 
 
+_START_AGAIN = "start the run again with --overwrite"
+
+
 def read_state_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``state.json`` of a run, checked to be a training state (one-line :class:`ModelError` if not)."""
     json_path = Path(directory) / STATE_JSON
@@ -273,10 +276,18 @@ def read_state_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise ModelError(
             f"{json_path} is not an aesr-sci training state (no step or optimizers): {_START_AGAIN}"
         )
+    weights = json_path.with_name(STATE_WEIGHTS)
+    try:
+        with safe_open(str(weights), framework="pt") as fh:  # reads the header only
+            saved_step = (fh.metadata() or {}).get("step")
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{weights} is not a readable safetensors file ({exc}): {_START_AGAIN}") from None
+    if saved_step is not None and int(saved_step) != int(meta["step"]):
+        raise ModelError(
+            f"{directory}: {STATE_WEIGHTS} (step {saved_step}) and {STATE_JSON} (step {meta['step']}) do not "
+            f"belong together (the run was stopped while saving): {_START_AGAIN}"
+        )
     return meta
-
-
-_START_AGAIN = "start the run again with --overwrite"
 
 
 def load_state(
@@ -296,16 +307,9 @@ def load_state(
     meta = read_state_meta(directory)
     weights = directory / STATE_WEIGHTS
     try:
-        with safe_open(str(weights), framework="pt") as fh:
-            saved_step = (fh.metadata() or {}).get("step")
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{weights} is not a readable safetensors file ({exc}): {_START_AGAIN}") from None
-    if saved_step is not None and int(saved_step) != int(meta["step"]):
-        raise ModelError(
-            f"{directory}: {STATE_WEIGHTS} (step {saved_step}) and {STATE_JSON} (step {meta['step']}) do not "
-            f"belong together (the run was stopped while saving): {_START_AGAIN}"
-        )
     try:
         for name, module in modules.items():
             prefix = f"module/{name}/"

@@ -320,59 +320,89 @@ def train(
     run = RunDirectory(
         out_dir if out_dir is not None else Path("runs") / recipe.name, writes=placement.writes
     )
-
-    # ---- everything that can be wrong is checked before any training
-    train_files, val_files = resolve_files(recipe)
-    summary = check_data_files(recipe, train_files, val_files)
-    channels = int(summary["channels"])
-    _build_network(recipe, channels)  # a wrong model name or argument fails before the run directory is made
-    data = recipe.data.model_copy(update={"paths": train_files, "val_paths": val_files})
-    resolved = recipe.model_copy(update={"data": data})
-    run.prepare(resume=resume, overwrite=overwrite)
-    state = Progress.start(recipe.train)
-    if resume:
-        run.check_resume(resolved.model_dump(mode="json"))
-        saved = run.read_progress()
-        state = saved.resumed(recipe.train)
-        if state.done:
-            log.warning(
-                "%s: the run finished at step %d: nothing to do (raise train.max_steps or train.max_minutes "
-                "with --set to train on)",
-                run.path,
-                state.step,
-            )
-            return _result(run, state, placement, _keep(recipe))
-
+    plan = _plan(recipe, run, resume=resume, overwrite=overwrite)
+    if plan.state.done:
+        log.warning(
+            "%s: the run finished at step %d: nothing to do (raise train.max_steps or train.max_minutes "
+            "with --set to train on)",
+            run.path,
+            plan.state.step,
+        )
+        return _result(run, plan.state, placement, _keep(recipe))
     with run.removed_on_failure():
         if not resume:
-            info = _run_info(recipe, placement, train_files, val_files, channels)
-            run.start(resolved.to_yaml(), info, overwrite=overwrite)
-        elif state is not saved and placement.writes:
-            run.write_recipe(resolved.to_yaml())  # the new limits are the run's from now on
+            info = _run_info(recipe, placement, plan.train_files, plan.val_files, plan.channels)
+            run.start(plan.resolved.to_yaml(), info, overwrite=overwrite)
         placement.barrier()
-        torch.manual_seed(recipe.train.seed)
-        network = _build_network(recipe, channels)  # rebuilt after seeding: same init on every rank and run
-        precision = mixed_precision(placement.device, recipe.train.amp)
-        step = make_step(network, recipe.train, placement=placement, precision=precision)
-        budget = StepBudget(
-            state.total_steps,
-            minutes=recipe.train.max_minutes,
-            start=state.step,
-            elapsed_before=state.elapsed_s,
-            fitted=state.budget_fitted,
-            agree=placement.agree,
-        )
-        loader = _loader(recipe, train_files, placement, state)
-        val_items = (
-            _validation_items(recipe, val_files[: recipe.train.val_max_files]) if placement.writes else []
-        )
-        config = _model_config(recipe, network, channels, summary)
-        session = _Session(recipe, run, placement, step, state, budget, val_items, config, _keep(recipe))
+        session, loader = _session(recipe, run, placement, plan)
         if resume:  # last, as it restores the random state too
-            run.load_checkpoint(step)
-            log.info("resuming %s at step %d of %d", run.path, state.step, state.total_steps)
+            run.load_checkpoint(session.step)
+            log.info("resuming %s at step %d of %d", run.path, plan.state.step, plan.state.total_steps)
+            if plan.state is not plan.saved and placement.writes:
+                run.write_recipe(plan.resolved.to_yaml())  # the new limits are the run's from now on
         _loop(session, loader, show=progress)
-    return _result(run, state, placement, session.keep, minutes=budget.elapsed() / 60)
+    return _result(run, plan.state, placement, session.keep, minutes=session.budget.elapsed() / 60)
+
+
+@dataclass
+class _Plan:
+    """What the checks before training found: the files, their channels, the resolved recipe, the progress."""
+
+    train_files: list[str]
+    val_files: list[str]
+    summary: dict[str, Any]
+    resolved: Recipe
+    state: Progress
+    saved: Progress | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.summary["channels"])
+
+
+def _plan(recipe: Recipe, run: RunDirectory, *, resume: bool, overwrite: bool) -> _Plan:
+    """Check everything that can be wrong before any training: recipe, data, network, run directory."""
+    train_files, val_files = resolve_files(recipe)
+    summary = check_data_files(recipe, train_files, val_files)
+    _build_network(recipe, int(summary["channels"]))  # a wrong model name or argument fails here
+    data = recipe.data.model_copy(update={"paths": train_files, "val_paths": val_files})
+    plan = _Plan(
+        train_files,
+        val_files,
+        summary,
+        recipe.model_copy(update={"data": data}),
+        Progress.start(recipe.train),
+    )
+    run.prepare(resume=resume, overwrite=overwrite)
+    if resume:
+        run.check_resume(plan.resolved.model_dump(mode="json"))
+        plan.saved = run.read_progress()
+        plan.state = plan.saved.resumed(recipe.train)
+    return plan
+
+
+def _session(
+    recipe: Recipe, run: RunDirectory, placement: Placement, plan: _Plan
+) -> tuple[_Session, DataLoader]:
+    """The network, its step, the validation files and the batches of the steps to take."""
+    torch.manual_seed(recipe.train.seed)
+    network = _build_network(recipe, plan.channels)  # built after seeding: same init on every rank and run
+    precision = mixed_precision(placement.device, recipe.train.amp)
+    step = make_step(network, recipe.train, placement=placement, precision=precision)
+    loader = _loader(recipe, plan.train_files, placement, plan.state)
+    val_files = plan.val_files[: recipe.train.val_max_files]
+    val_items = _validation_items(recipe, val_files) if placement.writes else []
+    config = _model_config(recipe, network, plan.channels, plan.summary)
+    state = plan.state
+    budget = StepBudget(
+        state.total_steps,
+        minutes=recipe.train.max_minutes,
+        start=state.step,
+        elapsed_before=state.elapsed_s,
+        fitted=state.budget_fitted,
+        agree=placement.agree,
+    )
+    return _Session(recipe, run, placement, step, state, budget, val_items, config, _keep(recipe)), loader
 
 
 def _loop(s: _Session, loader: DataLoader, *, show: bool) -> None:

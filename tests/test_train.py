@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -215,8 +216,7 @@ def test_distributed_two_cpu_processes(tmp_path: Path) -> None:
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29517",
+        "--standalone",  # a free port: other runs of this test may be going on
         "-m",
         "aesr_sci.cli",
         "-q",
@@ -232,3 +232,163 @@ def test_distributed_two_cpu_processes(tmp_path: Path) -> None:
     run = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert run["world_size"] == 2
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------ runs: resume, failures, full disks
+def _cli_train(recipe: Path, out: Path, *args: str):
+    return CliRunner().invoke(main, ["-q", "train", str(recipe), "--out", str(out), *args])
+
+
+def _one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert not isinstance(result.exception, SystemExit) or result.exception.code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> tuple[Path, Path]:
+    import yaml
+
+    paths = write_volumes(tmp_path / "data")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(paths, max_steps=4, val_every=2)))
+    out = tmp_path / "run"
+    assert _cli_train(recipe, out).exit_code == 0
+    return recipe, out
+
+
+def test_resuming_a_finished_run_changes_nothing(finished_run: tuple[Path, Path], caplog) -> None:
+    recipe, out = finished_run
+    before = _snapshot(out)
+    result = train(recipe, out_dir=out, resume=True)
+    assert result.steps == 4 and result.best_step is not None
+    assert "finished at step 4" in caplog.text and "train.max_steps" in caplog.text
+    assert _snapshot(out) == before  # no duplicate log row, no new checkpoint
+
+
+def test_resume_with_more_steps_trains_on_to_the_new_total(finished_run: tuple[Path, Path]) -> None:
+    import yaml
+
+    recipe, out = finished_run
+    result = _cli_train(recipe, out, "--resume", "--set", "train.max_steps=6")
+    assert result.exit_code == 0, result.output
+    state = json.loads((out / "state.json").read_text())
+    assert state["step"] == 6 and state["total_steps"] == 6 and state["finished"]
+    with (out / "log.csv").open() as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == [2, 4, 6]  # one row per checkpoint, none twice
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["max_steps"] == 6
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.features=8", "model.features"),
+        ("data.patch_size=4", "data.patch_size"),
+        ("train.lr=0.1", "train.lr"),
+    ],
+)
+def test_resume_refuses_a_change_to_what_the_run_learns(
+    finished_run: tuple[Path, Path], override: str, key: str
+) -> None:
+    recipe, out = finished_run
+    before = _snapshot(out)
+    result = _cli_train(recipe, out, "--resume", "--set", override, "--set", "train.max_steps=8")
+    _one_line_error(result, key, "--resume")
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("state.safetensors", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),
+        ("state.json", lambda p: p.write_text(p.read_text()[:40])),
+        ("state.json", lambda p: p.write_text('{"step": 2}')),
+    ],
+    ids=["truncated weights", "truncated json", "foreign json"],
+)
+def test_resume_from_a_damaged_state_is_one_line(finished_run: tuple[Path, Path], name: str, damage) -> None:
+    recipe, out = finished_run
+    damage(out / name)
+    before = _snapshot(out)
+    _one_line_error(_cli_train(recipe, out, "--resume", "--set", "train.max_steps=6"), name, "--overwrite")
+    assert _snapshot(out) == before
+
+
+def test_resume_from_another_networks_state_is_one_line(
+    tmp_path: Path, finished_run: tuple[Path, Path]
+) -> None:
+    import yaml
+
+    recipe, out = finished_run
+    other = tiny_recipe(yaml.safe_load(recipe.read_text())["data"]["paths"], max_steps=2)
+    other["model"]["features"] = 6
+    train(other, out_dir=tmp_path / "other")
+    for name in ("state.json", "state.safetensors"):
+        (out / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    _one_line_error(_cli_train(recipe, out, "--resume", "--set", "train.max_steps=6"), "does not fit")
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aesr_sci.training.steps as steps
+
+    paths = write_volumes(tmp_path / "data")
+    monkeypatch.setattr(steps, "content_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    out = tmp_path / "runs" / "deep" / "run"
+    with pytest.raises(DataError, match="loss became nan"):
+        train(tiny_recipe(paths), out_dir=out)
+    assert not (tmp_path / "runs").exists()
+    mine = tmp_path / "mine"  # a folder of the user's: kept, with the user's files, and nothing else
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DataError):
+        train(tiny_recipe(paths), out_dir=mine, overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import yaml
+
+    import aesr_sci.checkpoint as checkpoint
+
+    paths = write_volumes(tmp_path / "data")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(paths)))
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    _one_line_error(_cli_train(recipe, tmp_path / "run"), "disk is full", "--out")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path: Path) -> None:
+    import yaml
+
+    paths = write_volumes(tmp_path / "data")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(paths)))
+    (tmp_path / "file.txt").write_text("not a folder")
+    _one_line_error(_cli_train(recipe, tmp_path / "file.txt" / "run"), "file.txt", "--out")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: a read-only folder is still writable")
+        _one_line_error(_cli_train(recipe, locked / "run"), "not writable", "--out")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
