@@ -338,8 +338,8 @@ def train(
         if resume:  # last, as it restores the random state too
             run.load_checkpoint(session.step)
             log.info("resuming %s at step %d of %d", run.path, plan.state.step, plan.state.total_steps)
-            if plan.state is not plan.saved and placement.writes:
-                run.write_recipe(plan.resolved.to_yaml())  # the new limits are the run's from now on
+            if placement.writes:
+                run.write_recipe(plan.resolved.to_yaml())  # any new limits are the run's from now on
         _loop(session, loader, show=progress)
     return _result(run, plan.state, placement, session.keep, minutes=session.budget.elapsed() / 60)
 
@@ -353,7 +353,6 @@ class _Plan:
     summary: dict[str, Any]
     resolved: Recipe
     state: Progress
-    saved: Progress | None = None
 
     @property
     def channels(self) -> int:
@@ -376,8 +375,7 @@ def _plan(recipe: Recipe, run: RunDirectory, *, resume: bool, overwrite: bool) -
     run.prepare(resume=resume, overwrite=overwrite)
     if resume:
         run.check_resume(plan.resolved.model_dump(mode="json"))
-        plan.saved = run.read_progress()
-        plan.state = plan.saved.resumed(recipe.train)
+        plan.state = run.read_progress().resumed(recipe.train)
     return plan
 
 
