@@ -273,10 +273,18 @@ def test_resuming_a_finished_run_changes_nothing(finished_run: tuple[Path, Path]
     assert _snapshot(out) == before  # no duplicate log row, no new checkpoint
 
 
-def test_resume_with_more_steps_trains_on_to_the_new_total(finished_run: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("older", [False, True], ids=["run", "run saved before limits were recorded"])
+def test_resume_with_more_steps_trains_on_to_the_new_total(
+    finished_run: tuple[Path, Path], older: bool
+) -> None:
     import yaml
 
     recipe, out = finished_run
+    if older:
+        state = json.loads((out / "state.json").read_text())
+        for key in ("max_steps", "max_minutes", "budget_fitted", "finished", "scalers"):
+            del state[key]
+        (out / "state.json").write_text(json.dumps(state))
     result = _cli_train(recipe, out, "--resume", "--set", "train.max_steps=6")
     assert result.exit_code == 0, result.output
     state = json.loads((out / "state.json").read_text())

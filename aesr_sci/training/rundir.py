@@ -168,36 +168,43 @@ class RunDirectory:
                 f"cannot write the run into {out}: {existing} is not writable; choose another --out"
             )
 
-    def check_resume(self, recipe: Mapping[str, Any]) -> None:
-        """Refuse, in one line, a resumed recipe that differs from the run's in a key :data:`RESUMABLE_KEYS` lacks."""
+    def saved_recipe(self) -> dict[str, Any]:
+        """The run's ``recipe.yaml`` as a mapping."""
         import yaml
 
-        saved_path = self.path / "recipe.yaml"
+        path = self.path / "recipe.yaml"
         try:
-            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise ModelError(
-                f"{saved_path} is not readable ({exc}): start the run again with --overwrite"
+                f"{path} is not readable ({exc}): start the run again with --overwrite"
             ) from None
-        old, new = _flatten(saved if isinstance(saved, Mapping) else {}), _flatten(recipe)
-        changed = sorted(
-            k
-            for k in old.keys() | new.keys()
-            if old.get(k) != new.get(k) and k not in _IGNORED_KEYS | RESUMABLE_KEYS
-        )
+        if not isinstance(saved, dict):
+            raise ModelError(f"{path} is not a recipe: start the run again with --overwrite")
+        return saved
+
+    def check_resume(self, recipe: Mapping[str, Any]) -> None:
+        """Refuse, in one line, a resumed recipe that differs from the run's in a key :data:`RESUMABLE_KEYS` lacks."""
+        old, new = _flatten(self.saved_recipe()), _flatten(recipe)
+        ignored = _IGNORED_KEYS | RESUMABLE_KEYS
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ignored)
         if changed:
             what = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:3])
             more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
             raise RecipeError(
                 f"{self.path}: --resume cannot change {what}{more}: the run was trained with the recipe in "
-                f"{saved_path.name}; only {', '.join(sorted(RESUMABLE_KEYS))} may change (or start a new run)"
+                f"recipe.yaml; only {', '.join(sorted(RESUMABLE_KEYS))} may change (or start a new run)"
             )
 
     def read_progress(self) -> Progress:
         """The progress recorded in the last checkpoint's ``state.json``."""
         from ..checkpoint import read_state_meta
 
-        return Progress.from_meta(read_state_meta(self.path))
+        meta = read_state_meta(self.path)
+        if "max_steps" not in meta:  # saved by an older version: the limits are those of its recipe
+            limits = self.saved_recipe().get("train") or {}
+            meta = {**meta, "max_steps": limits.get("max_steps"), "max_minutes": limits.get("max_minutes")}
+        return Progress.from_meta(meta)
 
     # ------------------------------------------------------------------ writing
     def start(self, recipe_yaml: str, info: Mapping[str, Any], *, overwrite: bool) -> None:
