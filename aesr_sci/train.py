@@ -457,8 +457,8 @@ def _checkpoint(s: _Session, step: int, *, validate: bool, final: bool = False) 
     if validate and s.val_items:
         s.last_val = _validate(s)
         row.update(s.last_val)
-        if s.keep == "best" and s.last_val["val_psnr"] > p.best_psnr:
-            p.best_psnr, p.best_step, p.best = s.last_val["val_psnr"], step, s.last_val
+        if s.keep == "best" and p.improves(s.last_val["val_psnr"]):
+            p.best_step, p.best = step, s.last_val
             _save_model(s, step)
     if final and (s.keep == "last" or p.best_step is None):  # the final weights are the model
         p.best_step, p.best = step, s.last_val

@@ -194,5 +194,8 @@ def test_progress_on_resume() -> None:
     finished = Progress(step=80, total_steps=80, max_steps=100, max_minutes=5.0, finished=True)
     assert finished.resumed(SimpleNamespace(max_steps=100, max_minutes=5.0)).done
     assert not finished.resumed(SimpleNamespace(max_steps=100, max_minutes=10.0)).done
-    old = Progress.from_meta({"step": 3, "total_steps": 6, "best_psnr": 30.0, "optimizers": {}})
+    old = Progress.from_meta({"step": 3, "total_steps": 6, "best_psnr": -math.inf, "optimizers": {}})
     assert old.resumed(limits) is old and old.budget_fitted  # a run saved before these fields
+    assert old.improves(-1e9)  # no model kept yet
+    kept = Progress(step=4, total_steps=6, best_step=2, best={"val_psnr": 30.0})
+    assert kept.improves(30.5) and not kept.improves(29.0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import math
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -89,8 +88,7 @@ class Progress:
     budget_fitted: bool = True
     finished: bool = False
     elapsed_s: float = 0.0
-    best_psnr: float = -math.inf
-    best_step: int | None = None
+    best_step: int | None = None  # the step of the model kept, and its validation scores
     best: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -117,6 +115,11 @@ class Progress:
         new.budget_fitted = train.max_minutes is None
         new.finished = self.step >= train.max_steps
         return new
+
+    def improves(self, psnr: float) -> bool:
+        """Whether a validation PSNR beats the best model's (always, before there is one)."""
+        best = self.best.get("val_psnr") if self.best_step is not None else None
+        return best is None or psnr > best
 
     @property
     def done(self) -> bool:
