@@ -220,6 +220,12 @@ class _ValItem:
     baseline: np.ndarray  # (C, *S*s)
     data_range: float
 
+    def score(self, image: np.ndarray) -> dict[str, float]:
+        """PSNR and SSIM of ``image`` against the reference, in the foreground."""
+        from .metrics import score
+
+        return score(self.gt, image, mask=self.mask, data_range=self.data_range)
+
 
 @dataclass
 class TrainResult:

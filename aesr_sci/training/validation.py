@@ -19,14 +19,15 @@ def validate(
     baseline: str,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Mean validation scores of ``network`` over ``items`` (each with ``lq``, ``gt``, ``mask``,
-    ``baseline`` and ``data_range``), inferred window by window as ``upscale`` does.
+    """Mean validation scores of ``network`` over ``items``, inferred window by window as ``upscale`` does.
+
+    Each item has ``lq`` (the normalised input, ``(1, C, *S)``), ``baseline`` (the interpolated
+    input) and ``score(prediction)``, which scores an image against the item's reference.
 
     Returns ``val_psnr``, ``val_ssim``, the ``baseline``'s name and ``baseline_psnr``, and
     ``gain_db`` (model minus baseline).
     """
     from ..infer import predict
-    from ..metrics import score
 
     was_training = network.training
     network.eval()
@@ -36,8 +37,8 @@ def validate(
             network, item.lq, patch_size=list(patch_size), overlap=0.25, batch_size=4, device=device
         )
         pred = pred[0].numpy()
-        model_scores.append(score(item.gt, pred, mask=item.mask, data_range=item.data_range))
-        base_scores.append(score(item.gt, item.baseline, mask=item.mask, data_range=item.data_range))
+        model_scores.append(item.score(pred))
+        base_scores.append(item.score(item.baseline))
     network.train(was_training)
     val_psnr = float(np.mean([s["psnr"] for s in model_scores]))
     base_psnr = float(np.mean([s["psnr"] for s in base_scores]))
