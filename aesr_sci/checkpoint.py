@@ -39,6 +39,7 @@ __all__ = [
     "LoadedModel",
     "load_model",
     "load_state",
+    "read_state_meta",
     "save_model",
     "save_state",
     "write_json",
@@ -330,32 +331,68 @@ def save_state(
     write_json(directory / STATE_JSON, {**meta, "optimizers": opt_meta})
 
 
+_START_AGAIN = "start the run again with --overwrite"
+
+
+def read_state_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``state.json`` of a run, checked to be a training state (one-line :class:`ModelError` if not)."""
+    json_path = Path(directory) / STATE_JSON
+    if not json_path.is_file() or not json_path.with_name(STATE_WEIGHTS).is_file():
+        raise ModelError(
+            f"nothing to resume in {directory}: no {STATE_JSON}/{STATE_WEIGHTS} (start without --resume)"
+        )
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{json_path} is not a readable training state ({exc}): {_START_AGAIN}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "optimizers" not in meta:
+        raise ModelError(
+            f"{json_path} is not an aesr-sci training state (no step or optimizers): {_START_AGAIN}"
+        )
+    weights = json_path.with_name(STATE_WEIGHTS)
+    try:
+        with safe_open(str(weights), framework="pt") as fh:  # reads the header only
+            saved_step = (fh.metadata() or {}).get("step")
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{weights} is not a readable safetensors file ({exc}): {_START_AGAIN}") from None
+    if saved_step is not None and int(saved_step) != int(meta["step"]):
+        raise ModelError(
+            f"{directory}: {STATE_WEIGHTS} (step {saved_step}) and {STATE_JSON} (step {meta['step']}) do not "
+            f"belong together (the run was stopped while saving): {_START_AGAIN}"
+        )
+    return meta
+
+
 def load_state(
     directory: str | os.PathLike[str],
     *,
     modules: Mapping[str, torch.nn.Module],
     optimizers: Mapping[str, torch.optim.Optimizer],
 ) -> dict[str, Any]:
-    """Restore what :func:`save_state` wrote; returns its ``meta`` (step, epoch, best score...)."""
+    """Restore what :func:`save_state` wrote; returns its ``meta`` (step, epoch, best score...).
+
+    Raises
+    ------
+    ModelError
+        If the state is missing, truncated, from another version or for other networks.
+    """
     directory = Path(directory)
-    json_path, weights = directory / STATE_JSON, directory / STATE_WEIGHTS
-    if not json_path.is_file() or not weights.is_file():
+    meta = read_state_meta(directory)
+    weights = directory / STATE_WEIGHTS
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{weights} is not a readable safetensors file ({exc}): {_START_AGAIN}") from None
+    try:
+        for name, module in modules.items():
+            prefix = f"module/{name}/"
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for name, opt in optimizers.items():
+            _unflatten_optimizer(opt, tensors, meta["optimizers"][name], f"optim/{name}")
+        torch.set_rng_state(tensors["rng/torch"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"nothing to resume in {directory}: no {STATE_JSON}/{STATE_WEIGHTS} (start without --resume)"
-        )
-    meta = json.loads(json_path.read_text(encoding="utf-8"))
-    with safe_open(str(weights), framework="pt") as fh:
-        saved_step = (fh.metadata() or {}).get("step")
-    if saved_step is not None and int(saved_step) != int(meta["step"]):
-        raise ModelError(
-            f"{directory}: {STATE_WEIGHTS} (step {saved_step}) and {STATE_JSON} (step {meta['step']}) do not "
-            "belong together (the run was stopped while saving): start the run again with --overwrite"
-        )
-    tensors = load_file(str(weights))
-    for name, module in modules.items():
-        prefix = f"module/{name}/"
-        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-    for name, opt in optimizers.items():
-        _unflatten_optimizer(opt, tensors, meta["optimizers"][name], f"optim/{name}")
-    torch.set_rng_state(tensors["rng/torch"])
+            f"{weights} does not fit this run's networks ({first}): resume with the run's own recipe, or {_START_AGAIN}"
+        ) from None
     return meta

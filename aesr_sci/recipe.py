@@ -237,6 +237,11 @@ class AdversarialSection(_Strict):
         lt=1,
         description="Fraction of training spent on content loss only before the GAN starts.",
     )
+    kind: Literal["bce", "relativistic"] = Field(
+        default="bce",
+        description="Adversarial loss: bce = standard non-saturating GAN, relativistic = relativistic "
+        "average GAN (ESRGAN).",
+    )
 
 
 class TrainSection(_Strict):

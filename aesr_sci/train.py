@@ -1,20 +1,18 @@
-"""The training engine behind ``aesr-sci train RECIPE``.
+"""The training engine behind ``aesr-sci train RECIPE``: the loop that runs the parts in ``training/``.
 
-One run directory holds everything about an experiment::
-
-    runs/mri_x2/
-      recipe.yaml          the resolved recipe (after --set overrides, paths expanded)
-      run.json             package version, git commit, device, train/validation files
-      log.csv              step, learning rate, loss, validation PSNR/SSIM, baseline PSNR, time
-      model/model.json     what inference needs (network, scale, degradation, normalisation...)
-      model/model.safetensors   the best weights (by validation PSNR)
-      state.json, state.safetensors   the last checkpoint, for --resume
+:func:`train` checks everything that can be wrong, prepares the run directory
+(:class:`~aesr_sci.training.RunDirectory`), places the run on its device and processes
+(:func:`~aesr_sci.training.place`), and then repeats one optimisation step
+(:class:`~aesr_sci.training.ContentStep` or :class:`~aesr_sci.training.AdversarialStep`) until the
+step budget (:class:`~aesr_sci.training.StepBudget`) is spent, validating and saving a checkpoint
+every ``train.val_every`` steps.
 
 Determinism: the patch drawn for global sample ``g`` depends only on the seed and ``g``, and the
 learning rate only on the step, so an interrupted run resumed with ``--resume`` reaches the same
-weights as an uninterrupted one (on the same device and thread count). A wall-clock budget
-(``train.max_minutes``) fixes the number of steps once, after timing the first steps, and that
-number is stored in the checkpoint.
+weights as an uninterrupted one (on the same device and thread count). ``--resume`` with ``--set``
+may raise or lower ``train.max_steps`` and ``train.max_minutes`` (the run trains on to the new
+total, its learning-rate schedule stretched to it); any other change to what the run learns is
+refused. Resuming a finished run with the same limits changes nothing.
 
 Distributed training uses PyTorch's own launcher: ``torchrun --nproc_per_node N -m aesr_sci.cli
 train RECIPE``. Each rank draws its own share of the global sample indices, gradients are averaged
@@ -23,13 +21,10 @@ by DistributedDataParallel, and rank 0 validates and writes files.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
-import shutil
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,39 +32,32 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from . import __version__
-from .checkpoint import load_state, save_model, save_state, write_json
 from .data.feed import build_dataset as _dataset
 from .data.feed import build_degradation as _degradation
 from .data.feed import build_normalizer as _normalizer
 from .data.feed import check_content, check_data_files, resolve_files
 from .data.positions import GlobalIndex as _GlobalIndex
 from .data.positions import StepSampler as _StepSampler
-from .errors import DataError, MismatchError, OutputExistsError
-from .fileutil import atomic_output
+from .errors import DataError
 from .recipe import Recipe, load_recipe
+from .training import (
+    ContentStep,
+    Placement,
+    Progress,
+    RunDirectory,
+    StepBudget,
+    make_step,
+    mixed_precision,
+    place,
+    validate,
+)
 
 __all__ = ["train", "check_data", "check_data_files", "TrainResult", "resolve_files"]
 
 log = logging.getLogger(__name__)
-
-_WARMUP_STEPS = 5  # steps not timed when fitting the budget (file loading, first batches)
-_TIMED_STEPS = 20  # steps timed to fit train.max_minutes
-_RUN_FILES = ("recipe.yaml", "run.json", "log.csv", "state.json", "state.safetensors", "model")
-_LOG_FIELDS = [
-    "step",
-    "lr",
-    "loss",
-    "val_psnr",
-    "val_ssim",
-    "baseline",
-    "baseline_psnr",
-    "gain_db",
-    "elapsed_s",
-]
 
 
 def check_data(recipe: Recipe | str) -> str:
@@ -98,27 +86,6 @@ def _build_network(recipe: Recipe, channels: int) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _lr_at(step: int, total: int, base: float) -> float:
-    """Linear warm-up over 2 % of the steps, then cosine decay to 1 % of ``base``."""
-    warm = max(1, int(0.02 * total))
-    if step < warm:
-        return base * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def _content_loss(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
-    diff = pred - gt
-    if kind == "l1":
-        err = diff.abs()
-    elif kind == "mse":
-        err = diff * diff
-    else:  # charbonnier
-        err = torch.sqrt(diff * diff + 1e-6)
-    weight = mask.expand_as(err)
-    return (err * weight).sum() / weight.sum().clamp_min(1.0)
-
-
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -134,31 +101,15 @@ def _git_commit() -> str | None:
         return None
 
 
-def _prepare_run_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (out / "state.json").is_file():
-            raise OutputExistsError(f"nothing to resume in {out}: no state.json there (run without --resume)")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"{out} is not empty: pass --resume to continue that run, --overwrite to start it again, "
-                "or choose another --out"
-            )
-        for name in _RUN_FILES:  # only what a run writes: never a user's other files
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
 @dataclass
 class _ValItem:
     case: Any  # aesr_sci.evaluation.Case: the reference, mask and PSNR peak, as evaluate scores them
     lq: torch.Tensor  # (1, C, *S) normalised: case.inputs
     baseline: np.ndarray  # (C, *S*s) normalised
+
+    def score(self, image: np.ndarray) -> dict[str, float]:
+        """PSNR and SSIM of ``image`` against the reference, in the foreground (as evaluate scores)."""
+        return self.case.score(image)
 
 
 @dataclass
@@ -187,6 +138,23 @@ class TrainResult:
         return "\n".join(lines)
 
 
+@dataclass
+class _Session:
+    """What the loop and its checkpoints share."""
+
+    recipe: Recipe
+    run: RunDirectory
+    placement: Placement
+    step: ContentStep
+    progress: Progress
+    budget: StepBudget
+    val_items: list[_ValItem]
+    model_config: dict[str, Any]
+    keep: str
+    last_val: dict[str, Any] = field(default_factory=dict)
+    running: dict[str, float] = field(default_factory=dict)
+
+
 # ------------------------------------------------------------------------------------ train
 def train(
     recipe: Recipe | str | os.PathLike[str] | dict[str, Any],
@@ -207,7 +175,10 @@ def train(
     out_dir
         Run directory (default ``runs/<recipe name>``).
     resume
-        Continue the interrupted run in ``out_dir`` from its last checkpoint.
+        Continue the run in ``out_dir`` from its last checkpoint. The recipe may differ from the
+        run's only in ``train.max_steps``, ``train.max_minutes``, ``train.val_every`` and
+        ``train.num_workers`` (and their ``gpu`` values); a finished run with the same limits is
+        left as it is.
     device
         ``cpu``, ``cuda``, ``cuda:N``; default CUDA when available.
     overwrite
@@ -224,309 +195,248 @@ def train(
 
     Raises
     ------
-    RecipeError, DataError, OutputExistsError
-        Before training starts, for every problem found in the recipe, the data or the run directory.
+    RecipeError, DataError, OutputExistsError, FileWriteError, ModelError
+        Before training starts, for every problem found in the recipe, the data, the run directory
+        or the checkpoint to resume; FileWriteError also when the disk fills up during the run.
 
     Examples
     --------
     >>> result = train("recipes/mri_x2.yaml", overrides=["train.max_minutes=2"])  # doctest: +SKIP
     >>> print(result.summary())  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
-    from .infer import predict, select_device
-
-    recipe = (
-        load_recipe(recipe, overrides=overrides) if overrides or not isinstance(recipe, Recipe) else recipe
+    if overrides or not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides=overrides)
+    placement = place(device)
+    recipe = recipe.for_device(placement.device.type)
+    run = RunDirectory(
+        out_dir if out_dir is not None else Path("runs") / recipe.name, writes=placement.writes
     )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
-    dev = select_device(device)
-    if distributed:
-        import torch.distributed as dist
+    plan = _plan(recipe, run, resume=resume, overwrite=overwrite)
+    if plan.state.done:
+        log.warning(
+            "%s: the run finished at step %d: nothing to do (raise train.max_steps or train.max_minutes "
+            "with --set to train on)",
+            run.path,
+            plan.state.step,
+        )
+        return _result(run, plan.state, placement, _keep(recipe))
+    with run.removed_on_failure():
+        if not resume:
+            info = _run_info(recipe, placement, plan.train_files, plan.val_files, plan.channels)
+            run.start(plan.resolved.to_yaml(), info, overwrite=overwrite)
+        placement.barrier()
+        session, loader = _session(recipe, run, placement, plan)
+        if resume:  # last, as it restores the random state too
+            run.load_checkpoint(session.step)
+            log.info("resuming %s at step %d of %d", run.path, plan.state.step, plan.state.total_steps)
+            if placement.writes:
+                run.write_recipe(plan.resolved.to_yaml())  # any new limits are the run's from now on
+        _loop(session, loader, show=progress)
+    return _result(run, plan.state, placement, session.keep, minutes=session.budget.elapsed() / 60)
 
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if dev.type == "cuda" and local >= torch.cuda.device_count():
-            raise MismatchError(
-                f"torchrun started process {local} on a node with {torch.cuda.device_count()} GPU(s): "
-                "use --nproc_per_node at most the number of GPUs, or --device cpu"
-            )
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(dev)
-    if dev.type == "cpu" and not distributed:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-    recipe = recipe.for_device(dev.type)
-    t_cfg, d_cfg = recipe.train, recipe.data
-    out = Path(out_dir) if out_dir is not None else Path("runs") / recipe.name
 
-    # ---- everything that can be wrong is checked before any training
+@dataclass
+class _Plan:
+    """What the checks before training found: the files, their channels, the resolved recipe, the progress."""
+
+    train_files: list[str]
+    val_files: list[str]
+    summary: dict[str, Any]
+    resolved: Recipe
+    state: Progress
+
+    @property
+    def channels(self) -> int:
+        return int(self.summary["channels"])
+
+
+def _plan(recipe: Recipe, run: RunDirectory, *, resume: bool, overwrite: bool) -> _Plan:
+    """Check everything that can be wrong before any training: recipe, data, network, run directory."""
     train_files, val_files = resolve_files(recipe)
     summary = check_data_files(recipe, train_files, val_files)
-    channels = int(summary["channels"])
-    _build_network(recipe, channels)  # a wrong model name or argument fails before the run directory is made
-    if rank == 0:
-        _prepare_run_dir(out, resume=resume, overwrite=overwrite)
-    if distributed:
-        torch.distributed.barrier()
-
-    torch.manual_seed(t_cfg.seed)
-    network = _build_network(recipe, channels)  # rebuilt after seeding: same init on every rank and run
-    train_set = _dataset(recipe, train_files, mode="random", seed=t_cfg.seed)
-    val_items = _validation_items(recipe, val_files[: t_cfg.val_max_files]) if rank == 0 else []
-
-    from .nets.gan import GANModel
-
-    is_gan = isinstance(network, GANModel)
-    generator = network.generator if is_gan else network
-    generator.to(dev)
-    if dev.type == "cuda" and d_cfg.spatial_dims == 2:
-        generator.to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
-    modules: dict[str, torch.nn.Module] = {"generator": generator}
-    optimizers: dict[str, torch.optim.Optimizer] = {"generator": opt_g}
-    if is_gan:
-        disc = network.discriminator.to(dev)
-        opt_d = torch.optim.Adam(disc.parameters(), lr=t_cfg.adversarial.lr, betas=(0.5, 0.999))
-        modules["discriminator"], optimizers["discriminator"] = disc, opt_d
-    train_net: torch.nn.Module = generator
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_net = DDP(generator, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if is_gan:
-            disc = DDP(disc, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    use_amp = dev.type == "cuda" if t_cfg.amp == "auto" else bool(t_cfg.amp) and dev.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    start_step, total_steps, best_psnr, best_step, best = 0, t_cfg.max_steps, -math.inf, None, {}
-    elapsed_before = 0.0
+    _build_network(recipe, int(summary["channels"]))  # a wrong model name or argument fails here
+    data = recipe.data.model_copy(update={"paths": train_files, "val_paths": val_files})
+    plan = _Plan(
+        train_files,
+        val_files,
+        summary,
+        recipe.model_copy(update={"data": data}),
+        Progress.start(recipe.train),
+    )
+    run.prepare(resume=resume, overwrite=overwrite)
     if resume:
-        meta = load_state(out, modules=modules, optimizers=optimizers)
-        start_step, total_steps = int(meta["step"]), int(meta["total_steps"])
-        best_psnr = float(meta.get("best_psnr", -math.inf))
-        best_step, best = meta.get("best_step"), meta.get("best", {})
-        elapsed_before = float(meta.get("elapsed_s", 0.0))
-        log.info("resuming %s at step %d of %d", out, start_step, total_steps)
-    budget_s = t_cfg.max_minutes * 60.0 if t_cfg.max_minutes else None
-    budget_fixed = resume
-    t_warm = 0.0
+        run.check_resume(plan.resolved.model_dump(mode="json"))
+        plan.state = run.read_progress().resumed(recipe.train)
+    return plan
 
-    if rank == 0 and not resume:
-        resolved = recipe.model_copy(
-            update={"data": d_cfg.model_copy(update={"paths": train_files, "val_paths": val_files})}
-        )
-        _write_text_atomic(out / "recipe.yaml", resolved.to_yaml())
-        write_json(
-            out / "run.json",
-            {
-                "aesr_sci_version": __version__,
-                "git_commit": _git_commit(),
-                "torch_version": torch.__version__,
-                "device": str(dev),
-                "world_size": world,
-                "recipe_source": recipe.source,
-                "train_files": train_files,
-                "val_files": val_files,
-                "channels": channels,
-            },
-        )
-    model_config = _model_config(recipe, network, channels, summary)
 
-    loader = DataLoader(
-        _GlobalIndex(train_set),
-        batch_size=t_cfg.batch_size,
-        sampler=_StepSampler(
-            start=start_step, stop=total_steps, batch_size=t_cfg.batch_size, rank=rank, world=world
-        ),
-        num_workers=t_cfg.num_workers,
-        pin_memory=dev.type == "cuda",
+def _session(
+    recipe: Recipe, run: RunDirectory, placement: Placement, plan: _Plan
+) -> tuple[_Session, DataLoader]:
+    """The network, its step, the validation files and the batches of the steps to take."""
+    torch.manual_seed(recipe.train.seed)
+    network = _build_network(recipe, plan.channels)  # built after seeding: same init on every rank and run
+    precision = mixed_precision(placement.device, recipe.train.amp)
+    step = make_step(network, recipe.train, placement=placement, precision=precision)
+    loader = _loader(recipe, plan.train_files, placement, plan.state)
+    val_files = plan.val_files[: recipe.train.val_max_files]
+    val_items = _validation_items(recipe, val_files) if placement.writes else []
+    config = _model_config(recipe, network, plan.channels, plan.summary)
+    state = plan.state
+    budget = StepBudget(
+        state.total_steps,
+        minutes=recipe.train.max_minutes,
+        start=state.step,
+        elapsed_before=state.elapsed_s,
+        fitted=state.budget_fitted,
+        agree=placement.agree,
+    )
+    return _Session(recipe, run, placement, step, state, budget, val_items, config, _keep(recipe)), loader
+
+
+def _loop(s: _Session, loader: DataLoader, *, show: bool) -> None:
+    """Optimisation steps from the checkpoint's step until the budget's total, then the last checkpoint."""
+    from tqdm.auto import tqdm
+
+    step, budget = s.progress.step, s.budget
+    bar = tqdm(total=budget.total, initial=step, disable=not show or not s.placement.writes, unit="step")
+    batches = iter(loader)
+    try:
+        s.step.generator.train()
+        while step < budget.total and (batch := next(batches, None)) is not None:
+            s.step.schedule(step, budget.total)
+            losses = s.step(batch)
+            if not math.isfinite(losses["loss"]):
+                raise DataError(
+                    f"the loss became {losses['loss']} at step {step}: lower train.lr (now {s.recipe.train.lr}) "
+                    "or check the data for outliers"
+                )
+            s.running = {
+                k: v if k not in s.running else 0.95 * s.running[k] + 0.05 * v for k, v in losses.items()
+            }
+            step += 1
+            bar.total = budget.total
+            bar.update(1)
+            bar.set_postfix(_postfix(s), refresh=False)
+            if not budget.after_step(step):
+                break
+            if step % s.recipe.train.val_every == 0 and step < budget.total:
+                _checkpoint(s, step, validate=True)
+    except KeyboardInterrupt:
+        bar.close()
+        _checkpoint(s, step, validate=False)
+        raise KeyboardInterrupt(
+            f"interrupted at step {step}: continue with --resume --out {s.run.path}"
+        ) from None
+    bar.close()
+    _checkpoint(s, step, validate=True, final=True)
+    s.placement.barrier()
+
+
+def _checkpoint(s: _Session, step: int, *, validate: bool, final: bool = False) -> None:
+    """Validate (optionally), keep the model if it is the one to keep, log a row and save the state."""
+    p = s.progress
+    p.step, p.total_steps, p.budget_fitted, p.finished = step, s.budget.total, s.budget.fitted, final
+    if not s.placement.writes:
+        return
+    row: dict[str, Any] = {
+        "step": step,
+        "lr": s.step.lr,
+        **s.running,
+        "elapsed_s": round(s.budget.elapsed(), 2),
+    }
+    if validate and s.val_items:
+        s.last_val = _validate(s)
+        row.update(s.last_val)
+        if s.keep == "best" and p.improves(s.last_val["val_psnr"]):
+            p.best_step, p.best = step, s.last_val
+            _save_model(s, step)
+    if final and (s.keep == "last" or p.best_step is None):  # the final weights are the model
+        p.best_step, p.best = step, s.last_val
+        _save_model(s, step)
+    s.run.log(row)
+    p.elapsed_s = s.budget.elapsed()
+    s.run.save_checkpoint(s.step, p)
+
+
+def _save_model(s: _Session, step: int) -> None:
+    s.run.save_model(s.step.generator, {**s.model_config, "training": {"step": step, **s.last_val}})
+
+
+def _validate(s: _Session) -> dict[str, Any]:
+    patch = _inference_patch(s.recipe)
+    return validate(
+        s.step.generator,
+        s.val_items,
+        patch_size=patch,
+        baseline=_val_baseline(s.recipe),
+        device=s.step.device,
+    )
+
+
+def _postfix(s: _Session) -> dict[str, str]:
+    postfix = {"loss": f"{s.running['loss']:.4f}", "lr": f"{s.step.lr:.1e}"}
+    if s.last_val:
+        postfix["val"] = f"{s.last_val['val_psnr']:.2f}dB({s.last_val['gain_db']:+.2f})"
+    return postfix
+
+
+def _keep(recipe: Recipe) -> str:
+    """``train.keep`` resolved: ``auto`` is ``last`` for a GAN (PSNR would undo its adversarial loss)."""
+    keep = recipe.train.keep
+    return keep if keep != "auto" else ("last" if recipe.model.name == "gan" else "best")
+
+
+def _result(
+    run: RunDirectory, state: Progress, placement: Placement, keep: str, *, minutes: float | None = None
+) -> TrainResult:
+    return TrainResult(
+        run_dir=run.path,
+        steps=state.step,
+        minutes=state.elapsed_s / 60 if minutes is None else minutes,
+        best_step=state.best_step,
+        best=state.best,
+        device=str(placement.device),
+        keep="last" if keep == "last" and state.best_step == state.step else "best",
+    )
+
+
+def _run_info(
+    recipe: Recipe, placement: Placement, train_files: list[str], val_files: list[str], channels: int
+) -> dict[str, Any]:
+    """What ``run.json`` records: versions, device and processes, the files of each split."""
+    return {
+        "aesr_sci_version": __version__,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "device": str(placement.device),
+        "world_size": placement.world,
+        "recipe_source": recipe.source,
+        "train_files": train_files,
+        "val_files": val_files,
+        "channels": channels,
+    }
+
+
+def _loader(recipe: Recipe, files: Sequence[str], placement: Placement, state: Progress) -> DataLoader:
+    """Batches of this process's global sample indices for the steps left to take."""
+    t = recipe.train
+    sampler = _StepSampler(
+        start=state.step,
+        stop=state.total_steps,
+        batch_size=t.batch_size,
+        rank=placement.rank,
+        world=placement.world,
+    )
+    return DataLoader(
+        _GlobalIndex(_dataset(recipe, files, mode="random", seed=t.seed)),
+        batch_size=t.batch_size,
+        sampler=sampler,
+        num_workers=t.num_workers,
+        pin_memory=placement.device.type == "cuda",
         persistent_workers=False,
         drop_last=False,
     )
-    log_path = out / "log.csv"
-    if rank == 0 and not log_path.exists():
-        with log_path.open("w", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=_LOG_FIELDS).writeheader()
-
-    t0 = time.perf_counter()
-    step = start_step
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        disable=not progress or rank != 0,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    adv_start = int(t_cfg.adversarial.start_fraction * total_steps)
-    keep = t_cfg.keep if t_cfg.keep != "auto" else ("last" if is_gan else "best")
-    running = None
-    interrupted = False
-    last_val: dict[str, Any] = {}
-
-    def checkpoint(step_now: int, *, validate: bool) -> None:
-        nonlocal best_psnr, best_step, best, last_val
-        if rank != 0:
-            return
-        row: dict[str, Any] = {
-            "step": step_now,
-            "lr": opt_g.param_groups[0]["lr"],
-            "loss": running,
-            "elapsed_s": round(elapsed_before + time.perf_counter() - t0, 2),
-        }
-        if validate and val_items:
-            scores = _validate(generator, val_items, recipe, dev, predict)
-            row.update(scores)
-            last_val = scores
-            if keep == "best" and scores["val_psnr"] > best_psnr:
-                best_psnr, best_step, best = scores["val_psnr"], step_now, scores
-                save_model(
-                    out / "model", generator, {**model_config, "training": {"step": step_now, **scores}}
-                )
-        with log_path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=_LOG_FIELDS).writerow({k: _fmt(row.get(k)) for k in _LOG_FIELDS})
-        save_state(
-            out,
-            modules=modules,
-            optimizers=optimizers,
-            meta={
-                "step": step_now,
-                "total_steps": total_steps,
-                "best_psnr": best_psnr,
-                "best_step": best_step,
-                "best": best,
-                "elapsed_s": elapsed_before + time.perf_counter() - t0,
-            },
-        )
-
-    try:
-        generator.train()
-        it = iter(loader)
-        while step < total_steps:
-            try:
-                batch = next(it)
-            except StopIteration:  # total_steps shrank to fit the budget after the loader was made
-                break
-            lr = _lr_at(step, total_steps, t_cfg.lr)
-            for g in opt_g.param_groups:
-                g["lr"] = lr
-            lq = batch["lq"].to(dev, non_blocking=True)
-            gt = batch["gt"].to(dev, non_blocking=True)
-            mask = batch["mask"].to(dev, non_blocking=True)
-            if dev.type == "cuda" and d_cfg.spatial_dims == 2:
-                lq = lq.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-                pred = train_net(lq)
-                loss = _content_loss(pred.float(), gt, mask, t_cfg.loss)
-                if is_gan and step >= adv_start:
-                    fake_logits = disc(pred)
-                    adv = F.binary_cross_entropy_with_logits(
-                        fake_logits.float(), torch.ones_like(fake_logits.float())
-                    )
-                    loss = loss + t_cfg.adversarial.weight * adv
-            opt_g.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if t_cfg.grad_clip:
-                scaler.unscale_(opt_g)
-                torch.nn.utils.clip_grad_norm_(generator.parameters(), t_cfg.grad_clip)
-            scaler.step(opt_g)
-            scaler.update()
-            if is_gan and step >= adv_start:
-                for g in opt_d.param_groups:
-                    g["lr"] = t_cfg.adversarial.lr * lr / t_cfg.lr
-                with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=use_amp):
-                    real = disc(gt).float()
-                    fake = disc(pred.detach()).float()
-                    d_loss = F.binary_cross_entropy_with_logits(
-                        real, torch.ones_like(real)
-                    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise DataError(
-                    f"the loss became {value} at step {step}: lower train.lr (now {t_cfg.lr}) or check the data for outliers"
-                )
-            running = value if running is None else 0.95 * running + 0.05 * value
-            step += 1
-            bar.update(1)
-            elapsed = elapsed_before + time.perf_counter() - t0
-            if budget_s is not None and not budget_fixed and step - start_step == _WARMUP_STEPS:
-                t_warm = time.perf_counter()  # the first steps pay for loading files and the first batch
-            if (
-                budget_s is not None
-                and not budget_fixed
-                and step - start_step == _WARMUP_STEPS + _TIMED_STEPS
-            ):
-                # fix the number of steps that fits the budget (10 % left for validation and saving)
-                per_step = (time.perf_counter() - t_warm) / _TIMED_STEPS
-                fit = step + int((0.9 * budget_s - elapsed) / per_step)
-                fit = _agree(max(step, min(total_steps, fit)), distributed)
-                if fit < total_steps:
-                    log.info(
-                        "time budget %.1f min: training for %d steps (%.3f s/step)",
-                        budget_s / 60,
-                        fit,
-                        per_step,
-                    )
-                    total_steps = fit
-                    bar.total = total_steps
-                    adv_start = int(t_cfg.adversarial.start_fraction * total_steps)
-                budget_fixed = True
-            postfix = {"loss": f"{running:.4f}", "lr": f"{lr:.1e}"}
-            if last_val:
-                postfix["val"] = f"{last_val['val_psnr']:.2f}dB({last_val['gain_db']:+.2f})"
-            bar.set_postfix(postfix, refresh=False)
-            if step % t_cfg.val_every == 0 and step < total_steps:
-                checkpoint(step, validate=True)
-            if budget_s is not None and elapsed > budget_s and step < total_steps:
-                log.warning("time budget of %.1f min reached at step %d: stopping", budget_s / 60, step)
-                total_steps = step
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    if interrupted:
-        checkpoint(step, validate=False)
-        raise KeyboardInterrupt(f"interrupted at step {step}: continue with --resume --out {out}")
-    checkpoint(step, validate=True)
-    if distributed:
-        torch.distributed.barrier()
-    minutes = (elapsed_before + time.perf_counter() - t0) / 60
-    if rank == 0 and (keep == "last" or best_step is None):  # the final weights are the model
-        best_step, best = step, last_val
-        save_model(out / "model", generator, {**model_config, "training": {"step": step, **last_val}})
-    return TrainResult(
-        run_dir=out,
-        steps=step,
-        minutes=minutes,
-        best_step=best_step,
-        best=best,
-        device=str(dev),
-        keep="last" if best_step == step and keep == "last" else "best",
-    )
-
-
-def _agree(value: int, distributed: bool) -> int:
-    """The minimum of ``value`` over ranks, so every rank runs the same number of steps."""
-    if not distributed:
-        return value
-    t = torch.tensor([value], dtype=torch.int64)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-    return int(t.item())
-
-
-def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else value
 
 
 def _inference_patch(recipe: Recipe) -> list[int]:
@@ -585,31 +495,3 @@ def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
 def _val_baseline(recipe: Recipe) -> str:
     """The baseline validation compares with: zero-filled Fourier for k-space models, else cubic."""
     return "fourier" if _degradation(recipe).convention == "origin" else "cubic"
-
-
-def _validate(
-    network: torch.nn.Module, items: Sequence[_ValItem], recipe: Recipe, dev: torch.device, predict: Any
-) -> dict[str, Any]:
-    patch = _inference_patch(recipe)
-    was_training = network.training
-    network.eval()
-    model_scores, base_scores = [], []
-    for item in items:
-        pred = predict(network, item.lq, patch_size=patch, overlap=0.25, batch_size=4, device=dev)[0].numpy()
-        model_scores.append(item.case.score(pred))
-        base_scores.append(item.case.score(item.baseline))
-    network.train(was_training)
-    val_psnr = float(np.mean([s["psnr"] for s in model_scores]))
-    base_psnr = float(np.mean([s["psnr"] for s in base_scores]))
-    return {
-        "val_psnr": val_psnr,
-        "val_ssim": float(np.mean([s["ssim"] for s in model_scores])),
-        "baseline": _val_baseline(recipe),
-        "baseline_psnr": base_psnr,
-        "gain_db": val_psnr - base_psnr,
-    }
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(text)

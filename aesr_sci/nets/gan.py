@@ -1,8 +1,12 @@
 """Adversarial training: a patch discriminator, the generator/discriminator pair and their losses.
 
-The training engine optimises ``model.generator`` with its reconstruction loss plus a small
-weight times :attr:`AdversarialLosses.generator`, and ``model.discriminator`` with
-:attr:`AdversarialLosses.discriminator`; inference and export use the generator alone.
+The training engine (:class:`aesr_sci.training.AdversarialStep`) trains ``model.generator`` on
+its content loss alone for the first ``train.adversarial.start_fraction`` of the steps, then on
+the content loss plus ``train.adversarial.weight`` times :attr:`AdversarialLosses.generator`
+(the discriminator frozen), and after each generator step trains ``model.discriminator`` on
+:attr:`AdversarialLosses.discriminator` of the detached output. ``train.adversarial.kind``
+chooses the loss (``bce`` by default, or ``relativistic``). Inference and export use the
+generator alone.
 """
 
 from __future__ import annotations
