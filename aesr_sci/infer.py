@@ -176,34 +176,46 @@ def plan_windows(
 ) -> list[tuple[tuple[int, int], ...]] | None:
     """Core regions ``((start, stop), ...)`` of the windows, or ``None`` for one whole-image pass.
 
-    With ``patch_size`` the cores are that size (rounded up to ``r.multiple``); otherwise the whole
-    image runs at once if it fits ``budget`` bytes, and else the largest axis is halved until a
-    window (core plus ``r.halo`` each side) fits, then the cores are balanced over the image.
+    With ``patch_size`` the cores are that size (rounded up to ``r.multiple``). Otherwise the whole
+    image runs at once if it fits ``budget`` bytes; else, of all grids of cores (up to 32 a side),
+    the one with the least total work (window voxels, halos included) whose largest window fits.
     """
     n = [int(v) for v in spatial]
     per_voxel = r.bytes_per_voxel * (0.6 if itemsize == 2 else 1.0)
-    limit = max(budget / per_voxel, 1.0)
-
-    def align(v: float) -> int:
-        return max(r.multiple, -(-math.ceil(v) // r.multiple) * r.multiple)
-
     if patch_size is not None:
-        core = [min(align(p), m) for p, m in zip(patch_size, n)]
+        core = [min(_align(p, r.multiple), m) for p, m in zip(patch_size, n)]
+    elif math.prod(n) * per_voxel <= budget:
+        return None
     else:
-        if math.prod(n) <= limit:
-            return None
-        core = list(n)
-        while math.prod(min(c + 2 * r.halo, m) for c, m in zip(core, n)) > limit and max(core) > r.multiple:
-            i = int(np.argmax(core))
-            core[i] = align(core[i] / 2)
+        options = [_axis_options(m, r) for m in n]  # (core, summed window length, largest window)
+
+        def cost(grid: tuple[tuple[int, int, int], ...]) -> tuple[bool, int]:
+            largest, work = math.prod(o[2] for o in grid), math.prod(o[1] for o in grid)
+            fits = largest * per_voxel <= budget  # the least work among grids that fit, else the smallest
+            return (not fits, work if fits else largest)
+
+        best = min(itertools.product(*options), key=cost)
+        core = [o[0] for o in best]
     if all(c >= m for c, m in zip(core, n)):
         return None
-    counts = [-(-m // c) for c, m in zip(core, n)]
-    core = [min(align(m / k), m) for m, k in zip(n, counts)]
     starts = [range(0, m, c) for m, c in zip(n, core)]
     return [
         tuple((a, min(a + c, m)) for a, c, m in zip(corner, core, n)) for corner in itertools.product(*starts)
     ]
+
+
+def _align(v: float, multiple: int) -> int:
+    return max(multiple, -(-math.ceil(v) // multiple) * multiple)
+
+
+def _axis_options(n: int, r: Reach, most: int = 32) -> list[tuple[int, int, int]]:
+    """Ways to cut one axis of ``n`` voxels: (core, total window length, largest window length)."""
+    options = {}
+    for count in range(1, most + 1):
+        core = min(_align(n / count, r.multiple), n)
+        lengths = [min(n, a + core + r.halo) - max(0, a - r.halo) for a in range(0, n, core)]
+        options[core] = (core, sum(lengths), max(lengths))
+    return list(options.values())
 
 
 class _Stop(Exception):

@@ -83,11 +83,12 @@ def test_budget_decides_between_one_pass_and_windows() -> None:
 
 def test_budget_sized_windows_equal_whole() -> None:
     net = _net("multiscale", 2)
-    lq = torch.rand(1, 2, 40, 52)
+    lq = torch.rand(1, 2, 120, 96)
     whole = predict(net, lq, precision="float32")
     r = reach(net, spatial_dims=2, in_channels=2)
-    budget = r.bytes_per_voxel * 30 * 30
+    budget = r.bytes_per_voxel * (2 * r.halo + 24) * 96
     assert plan_windows(lq.shape[2:], r, patch_size=None, budget=budget) is not None
+    assert plan_windows(lq.shape[2:], r, patch_size=None, budget=1.0) is not None  # smallest windows
     tiled = predict(net, lq, precision="float32", memory_budget=budget)
     assert (tiled - whole).abs().max().item() <= 2e-5 * whole.abs().max().item()
 
