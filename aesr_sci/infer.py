@@ -178,7 +178,8 @@ def plan_windows(
 
     With ``patch_size`` the cores are that size (rounded up to ``r.multiple``). Otherwise the whole
     image runs at once if it fits ``budget`` bytes; else, of all grids of cores (up to 32 a side),
-    the one with the least total work (window voxels, halos included) whose largest window fits.
+    the one with the least total work (window voxels, halos included) whose largest window fits
+    (when none fits, whose largest window is within 1.5 times the smallest possible).
     """
     n = [int(v) for v in spatial]
     per_voxel = r.bytes_per_voxel * (0.6 if itemsize == 2 else 1.0)
@@ -188,14 +189,13 @@ def plan_windows(
         return None
     else:
         options = [_axis_options(m, r) for m in n]  # (core, summed window length, largest window)
-
-        def cost(grid: tuple[tuple[int, int, int], ...]) -> tuple[bool, int]:
-            largest, work = math.prod(o[2] for o in grid), math.prod(o[1] for o in grid)
-            fits = largest * per_voxel <= budget  # the least work among grids that fit, else the smallest
-            return (not fits, work if fits else largest)
-
-        best = min(itertools.product(*options), key=cost)
-        core = [o[0] for o in best]
+        grids = [
+            (math.prod(o[2] for o in g), math.prod(o[1] for o in g), g) for g in itertools.product(*options)
+        ]
+        # the least work among grids that fit; if none does, among those within 1.5x of the smallest
+        smallest = min(largest for largest, _, _ in grids)
+        limit = budget / per_voxel if smallest <= budget / per_voxel else 1.5 * smallest
+        core = [o[0] for o in min((g for g in grids if g[0] <= limit), key=lambda g: g[1])[2]]
     if all(c >= m for c, m in zip(core, n)):
         return None
     starts = [range(0, m, c) for m, c in zip(n, core)]
