@@ -199,7 +199,7 @@ def _child(model_dir: str, src: str, dst: str, block: str) -> None:
     from aesr_sci.infer import upscale_files
 
     t = time.perf_counter()
-    upscale_files(model_dir, [src], dst, block=int(block))
+    upscale_files(model_dir, [src], dst, block=int(block), stream=True)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{time.perf_counter() - t:.2f} {peak_mb:.1f}")
 
