@@ -36,6 +36,7 @@ import torch
 from . import __version__
 from .checkpoint import LoadedModel, load_model
 from .errors import FileFormatError, MismatchError
+from .nets.blocks import SRNetwork
 from .nets.receptive import Reach, reach
 from .spatial import Image
 
@@ -350,7 +351,8 @@ def predict(
     if cores is None:
         return run(lq).cpu().contiguous()
     gen = getattr(network, "generator", network)
-    global_skip = getattr(gen, "skip_mode", None) == "fourier"
+    # a Fourier skip is global: tile the local part (when the network has one) and add it once
+    global_skip = getattr(gen, "skip_mode", None) == "fourier" and type(gen).local is not SRNetwork.local
     local = gen.local if global_skip else network
     means = _measure_pools(lambda x: run(x, local), lq, cores, r) if r.global_pools else {}
     with _global_means(means):
