@@ -263,6 +263,18 @@ def train(
     help="Memory the windows may use, e.g. 2G or 500M (default: half the available memory).",
 )
 @click.option(
+    "--overlap",
+    type=click.FloatRange(0, 0.95),
+    default=None,
+    help="Ignored, kept for old scripts: windows carry a halo that covers the receptive field.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Ignored, kept for old scripts: windows are sized by --memory-budget.",
+)
+@click.option(
     "--block",
     type=click.IntRange(16),
     default=1024,
@@ -285,6 +297,8 @@ def upscale(
     patch_size: Any,
     precision: str,
     memory_budget: int | None,
+    overlap: float | None,
+    batch_size: int | None,
     block: int,
     device: str | None,
     tta: bool,
@@ -305,6 +319,7 @@ def upscale(
     """
     from .infer import upscale_files
 
+    del overlap, batch_size  # exact tiling replaced them (see --memory-budget)
     if len(paths) < 2:
         raise click.UsageError("give at least one INPUT and an OUTPUT")
     written = upscale_files(

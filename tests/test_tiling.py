@@ -122,3 +122,34 @@ def test_bfloat16_is_close_and_float32_is_untouched(convention: str) -> None:
     assert 0 < err < 0.05 * reference.abs().max().item()
     # after a channels-last bfloat16 run the float32 path is still a plain forward pass, bit for bit
     assert torch.equal(predict(net, lq, precision="float32"), reference)
+
+
+def test_cli_precision_budget_and_old_options(tmp_path) -> None:
+    import numpy as np
+    from click.testing import CliRunner
+    from conftest import save_model_dir
+
+    from aesr_sci.cli import main
+    from aesr_sci.io import read, write
+    from aesr_sci.spatial import Image, SpatialMeta
+
+    model_dir = save_model_dir(tmp_path, spatial_dims=2, channels=1, method="area")
+    meta = SpatialMeta(np.eye(3), crs="EPSG:32618", format="geotiff")
+    img = Image(np.random.default_rng(0).random((1, 30, 26)).astype(np.float32), meta)
+    src = write(img, tmp_path / "in.tif")
+    runner = CliRunner()
+    common = ["upscale", str(model_dir), str(src)]
+    result = runner.invoke(main, [*common, str(tmp_path / "a.tif"), "--precision", "float32"])
+    assert result.exit_code == 0, result.output
+    # a tiny budget forces windows, and the old --overlap/--batch-size are still accepted
+    args = ["--precision", "float32", "--memory-budget", "64K", "--overlap", "0.5", "--batch-size", "2"]
+    result = runner.invoke(main, [*common, str(tmp_path / "b.tif"), *args])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(
+        read(tmp_path / "a.tif").data, read(tmp_path / "b.tif").data, rtol=1e-5, atol=1e-6
+    )
+    result = runner.invoke(main, [*common, str(tmp_path / "c.tif"), "--precision", "half"])
+    assert result.exit_code == 2 and "'half' is not one of" in result.output
+    result = runner.invoke(main, [*common, str(tmp_path / "c.tif"), "--memory-budget", "lots"])
+    assert result.exit_code == 2 and "write e.g. 2G" in result.output
+    assert not (tmp_path / "c.tif").exists()
