@@ -108,6 +108,22 @@ def _parse_scale(_ctx: click.Context, param: click.Parameter, value: str | None)
     return parts[0] if len(parts) == 1 else parts
 
 
+def _parse_bytes(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+    """``2G``, ``500M``, ``64K`` or a number of bytes."""
+    if value is None:
+        return None
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    factor = units.get(text[-1:], 1)
+    try:
+        number = float(text[:-1] if text[-1:] in units else text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size: write e.g. 2G or 500M") from None
+    if number <= 0:
+        raise click.BadParameter(f"{value!r} must be positive: write e.g. 2G or 500M")
+    return int(number * factor)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="aesr-sci")
 @click.option("-v", "--verbose", count=True, help="More log messages (repeat for debug).")
@@ -292,17 +308,27 @@ def train(
     "--patch-size",
     callback=_parse_scale,
     default=None,
-    help="Window size in input voxels (default: the model's).",
+    help="Window core in input voxels (default: the largest that fits --memory-budget; 0: whole image).",
 )
 @click.option(
-    "--overlap",
-    type=click.FloatRange(0, 0.95),
-    default=0.25,
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
     show_default=True,
-    help="Window overlap fraction.",
+    help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(1), default=4, show_default=True, help="Windows per forward pass."
+    "--memory-budget",
+    callback=_parse_bytes,
+    default=None,
+    help="Memory the windows may use, e.g. 2G or 500M (default: half the available memory).",
+)
+@click.option(
+    "--block",
+    type=click.IntRange(16),
+    default=1024,
+    show_default=True,
+    help="GeoTIFF: stream block size in input pixels (sets peak memory).",
 )
 @click.option(
     "--device",
@@ -324,8 +350,9 @@ def upscale(
     model: str,
     paths: tuple[str, ...],
     patch_size: Any,
-    overlap: float,
-    batch_size: int,
+    precision: str,
+    memory_budget: int | None,
+    block: int,
     device: str | None,
     tta: bool,
     consistency: bool,
@@ -356,8 +383,9 @@ def upscale(
         list(paths[:-1]),
         paths[-1],
         patch_size=patch_size,
-        overlap=overlap,
-        batch_size=batch_size,
+        precision=precision,
+        memory_budget=memory_budget,
+        block=block,
         device=device,
         tta=tta,
         consistency=consistency,

@@ -21,11 +21,13 @@ Around the network, :func:`upscale`:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 import os
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +37,31 @@ import torch
 from . import __version__
 from .checkpoint import LoadedModel, load_model
 from .errors import FileFormatError, FileWriteError, MismatchError
+from .nets.blocks import SRNetwork
+from .nets.receptive import Reach, reach
 from .spatial import Image, per_axis
 
-__all__ = ["fill_nodata", "predict", "project_consistent", "select_device", "upscale", "upscale_files"]
+__all__ = [
+    "PRECISIONS",
+    "autocast",
+    "channels_last",
+    "cpu_has_bfloat16",
+    "default_memory_budget",
+    "fill_nodata",
+    "network_reach",
+    "plan_windows",
+    "predict",
+    "project_consistent",
+    "raster_statistics",
+    "resolve_precision",
+    "select_device",
+    "upscale",
+    "upscale_files",
+]
 
 log = logging.getLogger(__name__)
 
-_STREAM_PIXELS = 64 * 1024 * 1024  # rasters with more pixels x bands than this are streamed
+_STREAM_VALUES = 4 * 1024 * 1024  # rasters with more pixels x bands than this are streamed
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -58,30 +78,208 @@ def _as_tuple(value: int | Sequence[int] | None, dims: int) -> tuple[int, ...] |
     return None if value is None else per_axis(value, dims, name="patch size")
 
 
-def blend_weights(roi: Sequence[int], overlap: float, *, floor: float = 1e-4) -> torch.Tensor:
-    """Window weights ``(1, 1, *roi)`` for blending overlapping outputs without seams.
+# ------------------------------------------------------------------------------- precision
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 
-    With a window of ``n`` voxels and an overlap ``o``, every voxel lies at least ``m = o * n / 2``
-    voxels inside some window. The weights are ``floor`` within ``m / 2`` of an edge, rise smoothly
-    to 1 at ``m`` and stay flat inside. Near a window's edge a convolutional network sees zero
-    padding instead of the image; with these weights every voxel is taken (up to ``floor``) from
-    windows in which it lies more than ``m / 2`` from an edge, so tiled inference equals
-    whole-image inference wherever the network's receptive field is shorter than ``m / 2``, and
-    the smooth ramp hides what little differs for longer ones. (A Gaussian map, MONAI's default,
-    still gives voxels near the edges a few per cent of the weight.)
-    Voxels at the image border, which only edge regions cover, are normalised as usual.
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> tuple[torch.dtype | None, bool]:
+    """The autocast dtype (``None``: plain float32) and whether to use channels-last memory.
+
+    ``auto`` picks bfloat16 with channels-last on CUDA and on CPUs with native bfloat16
+    (:func:`cpu_has_bfloat16`), float32 elsewhere. Global parts (the Fourier skip, squeeze-excitation
+    means, the consistency projection) stay in float32 whatever the choice.
+
+    Raises
+    ------
+    MismatchError
+        For a value outside :data:`PRECISIONS`.
     """
-    profiles = []
-    for n in roi:
-        margin = max(1.0, overlap * n / 2)  # every voxel lies this far inside at least one window
-        d = np.minimum(np.arange(n) + 0.5, n - np.arange(n) - 0.5)  # distance to the window edge
-        t = np.clip((d - margin / 2) / (margin / 2), 0.0, 1.0)
-        ramp = t * t * (3 - 2 * t)  # smoothstep
-        profiles.append(floor + (1 - floor) * ramp)
-    w = profiles[0]
-    for p in profiles[1:]:
-        w = np.multiply.outer(w, p)
-    return torch.from_numpy(np.asarray(w, dtype=np.float32))[None, None]
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise MismatchError(
+            f"precision {precision!r} is not one of {', '.join(PRECISIONS)}: pick one of those"
+        )
+    if precision == "auto":
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_bfloat16())
+        precision = "bfloat16" if native else "float32"
+    if precision == "float32":
+        return None, False
+    return (torch.bfloat16 if precision == "bfloat16" else torch.float16), True
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """Autocast to ``dtype`` on ``device``, or nothing at all for ``None`` (float32 stays untouched)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def channels_last(x: Any, enabled: bool, spatial_dims: int) -> Any:
+    """``x`` (a tensor or a module) in channels-last memory order when ``enabled``, else contiguous.
+
+    Values are unchanged; only the order of the channels in memory moves, which lets oneDNN and
+    cuDNN pick their fastest reduced-precision convolutions.
+    """
+    if not enabled:
+        fmt = torch.contiguous_format
+    else:
+        fmt = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    return x.to(memory_format=fmt)
+
+
+# ---------------------------------------------------------------------------------- tiling
+def default_memory_budget(device: torch.device | str) -> int:
+    """Half the memory available now: free GPU memory on CUDA, ``MemAvailable`` on the CPU (bytes)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] * 0.5)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return 4 * 1024**3  # unknown: assume a modest machine
+
+
+_REACH_CACHE: weakref.WeakKeyDictionary[torch.nn.Module, Reach] = weakref.WeakKeyDictionary()
+
+
+def network_reach(network: torch.nn.Module, lq: torch.Tensor) -> Reach:
+    """:func:`~aesr_sci.nets.receptive.reach` of ``network``, measured once and cached."""
+    if network not in _REACH_CACHE:
+        param = next(network.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.device(device):
+            _REACH_CACHE[network] = reach(network, spatial_dims=lq.dim() - 2, in_channels=lq.shape[1])
+    return _REACH_CACHE[network]
+
+
+def plan_windows(
+    spatial: Sequence[int], r: Reach, *, patch_size: Sequence[int] | None, budget: float, itemsize: int = 4
+) -> list[tuple[tuple[int, int], ...]] | None:
+    """Core regions ``((start, stop), ...)`` of the windows, or ``None`` for one whole-image pass.
+
+    With ``patch_size`` the cores are that size (rounded up to ``r.multiple``). Otherwise the whole
+    image runs at once if it fits ``budget`` bytes; else, of all grids of cores (up to 32 a side),
+    the one with the least total work (window voxels, halos included) whose largest window fits
+    (when none fits, whose largest window is within 1.5 times the smallest possible).
+    """
+    n = [int(v) for v in spatial]
+    # measured: 16-bit autocast holds more than float32 in 3D (weight casts, channels-last copies)
+    per_voxel = r.bytes_per_voxel * (1.25 if itemsize == 2 else 1.0)
+    if patch_size is not None:
+        core = [min(_align(p, r.multiple), m) for p, m in zip(patch_size, n)]
+    elif math.prod(n) * per_voxel <= budget:
+        return None
+    else:
+        options = [_axis_options(m, r) for m in n]  # (core, summed window length, largest window)
+        grids = [
+            (math.prod(o[2] for o in g), math.prod(o[1] for o in g), g) for g in itertools.product(*options)
+        ]
+        # the least work among grids that fit; if none does, among those within 1.5x of the smallest
+        smallest = min(largest for largest, _, _ in grids)
+        limit = budget / per_voxel if smallest <= budget / per_voxel else 1.5 * smallest
+        core = [o[0] for o in min((g for g in grids if g[0] <= limit), key=lambda g: g[1])[2]]
+    if all(c >= m for c, m in zip(core, n)):
+        return None
+    starts = [range(0, m, c) for m, c in zip(n, core)]
+    return [
+        tuple((a, min(a + c, m)) for a, c, m in zip(corner, core, n)) for corner in itertools.product(*starts)
+    ]
+
+
+def _align(v: float, multiple: int) -> int:
+    return max(multiple, -(-math.ceil(v) // multiple) * multiple)
+
+
+def _axis_options(n: int, r: Reach, most: int = 32) -> list[tuple[int, int, int]]:
+    """Ways to cut one axis of ``n`` voxels: (core, total window length, largest window length)."""
+    options = {}
+    for count in range(1, most + 1):
+        core = min(_align(n / count, r.multiple), n)
+        lengths = [min(n, a + core + r.halo) - max(0, a - r.halo) for a in range(0, n, core)]
+        options[core] = (core, sum(lengths), max(lengths))
+    return list(options.values())
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the global pool being measured has seen its input."""
+
+
+@contextlib.contextmanager
+def _global_means(means: dict[torch.nn.Module, torch.Tensor]) -> Iterator[None]:
+    """Make each pool in ``means`` return its whole-image mean instead of the window's."""
+
+    def hook(module: torch.nn.Module, _args: Any, out: torch.Tensor) -> torch.Tensor:
+        return means[module].to(out.device, out.dtype).view(out.shape)
+
+    handles = [pool.register_forward_hook(hook) for pool in means]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _window(lq: torch.Tensor, core: Sequence[tuple[int, int]], halo: int) -> tuple[torch.Tensor, list[int]]:
+    """The input window around ``core`` (clipped to the image) and its start on each axis."""
+    starts = [max(0, a - halo) for a, _ in core]
+    stops = [min(n, b + halo) for (_, b), n in zip(core, lq.shape[2:])]
+    return lq[(slice(None), slice(None), *(slice(a, b) for a, b in zip(starts, stops)))], starts
+
+
+def _measure_pools(
+    run: Any, lq: torch.Tensor, cores: Sequence[Sequence[tuple[int, int]]], r: Reach
+) -> dict[torch.nn.Module, torch.Tensor]:
+    """Whole-image means of the global pools, each from the window cores with the earlier ones fixed.
+
+    A pool's input is local once every earlier pool is fixed, so its mean over the whole image is
+    the sum over the windows' cores: one pass per pool, stopped at that pool.
+    """
+    means: dict[torch.nn.Module, torch.Tensor] = {}
+    for pool in r.global_pools:
+        with _global_means(means):
+            means[pool] = _pool_mean(run, lq, cores, r.halo, pool)
+    return means
+
+
+def _pool_mean(
+    run: Any, lq: torch.Tensor, cores: Sequence[Sequence[tuple[int, int]]], halo: int, pool: torch.nn.Module
+) -> torch.Tensor:
+    """The mean of ``pool``'s input over the whole image, summed over the windows' cores."""
+    total: list[torch.Tensor] = []
+    where: dict[str, Any] = {}
+
+    def measure(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x, window = args[0], where["window"]
+        ratio = [w // f for w, f in zip(window.shape[2:], x.shape[2:])]
+        box = tuple(
+            slice((a - s) // q, (b - s) // q) for (a, b), s, q in zip(where["core"], where["starts"], ratio)
+        )
+        total.append(x[(slice(None), slice(None), *box)].double().sum(tuple(range(2, x.dim()))))
+        raise _Stop
+
+    handle = pool.register_forward_pre_hook(measure)
+    try:
+        for core in cores:
+            where["window"], where["starts"] = _window(lq, core, halo)
+            where["core"] = core
+            with contextlib.suppress(_Stop):
+                run(where["window"])
+    finally:
+        handle.remove()
+    mean = torch.stack(total).sum(0) / math.prod(lq.shape[2:])
+    return mean.float()[(..., *([None] * (lq.dim() - 2)))]
 
 
 @torch.no_grad()
@@ -89,50 +287,81 @@ def predict(
     network: torch.nn.Module,
     lq: torch.Tensor,
     *,
-    patch_size: Sequence[int] | None,
-    overlap: float = 0.25,
-    batch_size: int = 4,
+    patch_size: Sequence[int] | None = None,
     device: torch.device | str = "cpu",
-    amp: bool | None = None,
+    precision: str = "float32",
+    memory_budget: float | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Run ``network`` over ``lq`` ``(N, C, *S)`` with overlapping windows (see :func:`blend_weights`).
+    """Run ``network`` over ``lq`` ``(N, C, *S)``, in windows when it does not fit, exactly.
 
-    ``patch_size`` is in low-resolution voxels; ``None`` runs the whole input at once. The result
-    stays on the CPU (windows are computed on ``device``), in float32.
+    Each window is a core plus a halo that covers the network's receptive field
+    (:func:`~aesr_sci.nets.receptive.reach`); only the core's output is kept, so the stitched result
+    equals one whole-image pass to float32 rounding. The parts that see the whole image are computed
+    over the whole image: a Fourier skip is added once to the tiled :meth:`SRNetwork.local` output,
+    and squeeze-excitation means are measured over all windows first (one pass per gate).
+
+    Parameters
+    ----------
+    patch_size
+        Window core in low-resolution voxels; ``None`` sizes the windows to ``memory_budget`` (one
+        pass when the image fits), a size covering the image runs it whole.
+    precision
+        See :func:`resolve_precision` (``upscale`` defaults to ``"auto"``; this low-level function to
+        ``"float32"``, which is bit-identical to calling the network).
+    memory_budget
+        Bytes the windows may use; default :func:`default_memory_budget`.
+
+    Returns
+    -------
+    torch.Tensor
+        Float32, on the CPU.
     """
-    from monai.inferers import sliding_window_inference
-
     device = torch.device(device)
-    use_amp = (device.type == "cuda") if amp is None else amp
-    spatial = lq.shape[2:]
+    dtype, layout = resolve_precision(precision, device)
+    dims = lq.dim() - 2
+    channels_last(network, layout, dims)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(
-            device_type=device.type,
-            dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
-            enabled=use_amp,
-        ):
-            y = network(x)
-        return y.float()
+    def run(x: torch.Tensor, module: Any = network) -> torch.Tensor:
+        with autocast(device, dtype):
+            return module(channels_last(x.to(device, non_blocking=True), layout, dims)).float()
 
-    if patch_size is None or all(p >= n for p, n in zip(patch_size, spatial)):
-        return run(lq).cpu()
-    roi = [min(int(p), int(n)) for p, n in zip(patch_size, spatial)]
-    out = sliding_window_inference(
-        lq,
-        roi_size=roi,
-        sw_batch_size=batch_size,
-        predictor=run,
-        overlap=overlap,
-        roi_weight_map=blend_weights(roi, overlap).to(device),
-        padding_mode="replicate",
-        sw_device=device,
-        device=torch.device("cpu"),
-        progress=progress,
-    )
-    return out.float()
+    r = network_reach(network, lq)
+    budget = memory_budget if memory_budget is not None else default_memory_budget(device)
+    cores = plan_windows(lq.shape[2:], r, patch_size=patch_size, budget=budget, itemsize=2 if dtype else 4)
+    if cores is None:
+        return run(lq).cpu().contiguous()
+    gen = getattr(network, "generator", network)
+    # a Fourier skip is global: tile the local part (when the network has one) and add it once
+    global_skip = getattr(gen, "skip_mode", None) == "fourier" and type(gen).local is not SRNetwork.local
+    local = gen.local if global_skip else network
+    means = _measure_pools(lambda x: run(x, local), lq, cores, r) if r.global_pools else {}
+    with _global_means(means):
+        out = _stitch(lambda x: run(x, local), lq, cores, r.halo, progress)
+    if global_skip:
+        out += gen.skip(lq.to(device)).float().cpu()
+    return out
+
+
+def _stitch(
+    run: Any, lq: torch.Tensor, cores: Sequence[Sequence[tuple[int, int]]], halo: int, progress: bool
+) -> torch.Tensor:
+    """Run every window and copy the output of its core into the result."""
+    from tqdm.auto import tqdm
+
+    out: torch.Tensor | None = None
+    scale: list[int] = []
+    for core in tqdm(cores, desc="windows", disable=not progress, unit="window"):
+        window, starts = _window(lq, core, halo)
+        y = run(window).cpu()
+        if out is None:
+            scale = [o // i for o, i in zip(y.shape[2:], window.shape[2:])]
+            out = torch.empty((*y.shape[:2], *(n * s for n, s in zip(lq.shape[2:], scale))))
+        src = tuple(slice((a - w) * s, (b - w) * s) for (a, b), w, s in zip(core, starts, scale))
+        dst = tuple(slice(a * s, b * s) for (a, b), s in zip(core, scale))
+        out[(slice(None), slice(None), *dst)] = y[(slice(None), slice(None), *src)]
+    assert out is not None
+    return out
 
 
 def fill_nodata(data: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -310,11 +539,12 @@ def upscale(
     model: LoadedModel | str | os.PathLike[str],
     *,
     patch_size: int | Sequence[int] | None = None,
-    overlap: float = 0.25,
-    batch_size: int = 4,
     device: str | torch.device | None = None,
+    precision: str = "auto",
+    memory_budget: float | None = None,
     tta: bool = False,
     consistency: bool = False,
+    statistics: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> Image:
     """Super-resolve an image with a trained model; the result carries its new metadata.
@@ -326,17 +556,23 @@ def upscale(
     model
         A :class:`~aesr_sci.checkpoint.LoadedModel`, a run directory or a ``model.json``.
     patch_size
-        Sliding-window size in input voxels (default: the model's; ``0`` for whole-image inference).
-    overlap
-        Overlap fraction of neighbouring windows (blended with :func:`blend_weights`).
-    batch_size
-        Windows per forward pass.
+        Window core in input voxels; default: the largest windows that fit ``memory_budget`` (one
+        whole-image pass when it fits); ``0`` for whole-image inference. Tiled and whole-image
+        results are equal to float32 rounding (see :func:`predict`).
     device
-        ``cpu``, ``cuda``...; default CUDA when available (with mixed precision).
+        ``cpu``, ``cuda``...; default CUDA when available.
+    precision
+        ``auto`` (bfloat16 with channels-last on CUDA and on CPUs with native bfloat16, else
+        float32), ``float32``, ``bfloat16`` or ``float16``; global parts stay in float32.
+    memory_budget
+        Bytes the windows may use; default half the memory available.
     tta
         Average over flips and in-plane 90-degree rotations (never across an anisotropic axis).
     consistency
         Project the output so that the model's degradation applied to it reproduces the input.
+    statistics
+        Normalisation statistics to use instead of fitting them on ``image`` (a streamed raster's
+        blocks use the statistics of the whole raster).
 
     Returns
     -------
@@ -347,8 +583,9 @@ def upscale(
     Raises
     ------
     MismatchError
-        If the model and the input do not fit (bands, dimensionality, slice axis). A single-band
-        model is applied to each band of a multiband input in turn.
+        If the model and the input do not fit (bands, dimensionality, slice axis), or for an
+        unknown ``precision``. A single-band model is applied to each band of a multiband input in
+        turn.
 
     Examples
     --------
@@ -364,11 +601,12 @@ def upscale(
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     check_fit(loaded, img, source)
     dev = select_device(device)
+    resolve_precision(precision, dev)  # an unknown value fails before any work
     network = loaded.network.to(dev).eval()
     scale = loaded.scale
-    patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size not in (None, 0) else None
-    if patch_size is None:
-        patch = loaded.patch_size
+    patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size else loaded.patch_size
+    if patch_size == 0:
+        patch = tuple(img.spatial_shape)
     meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
         **_provenance(loaded, tta=tta, consistency=consistency)
     )
@@ -378,7 +616,9 @@ def upscale(
         return Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool))
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
-    stats = fit_statistics(data, img.mask, normalizer=normalizer, **loaded.statistics)
+    if statistics is None:  # a streamed raster passes the whole raster's statistics
+        statistics = fit_statistics(data, img.mask, normalizer=normalizer, **loaded.statistics)
+    stats = statistics
     x = np.asarray(normalizer.apply(data, stats), dtype=np.float32)
     x = fill_nodata(x, img.mask)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None]
@@ -388,9 +628,9 @@ def upscale(
             network,
             t,
             patch_size=patch,
-            overlap=overlap,
-            batch_size=batch_size,
             device=dev,
+            precision=precision,
+            memory_budget=memory_budget,
             progress=progress,
         )
 
@@ -484,9 +724,9 @@ def upscale_files(
     output: str | os.PathLike[str],
     *,
     patch_size: int | Sequence[int] | None = None,
-    overlap: float = 0.25,
-    batch_size: int = 4,
     device: str | None = None,
+    precision: str = "auto",
+    memory_budget: float | None = None,
     tta: bool = False,
     consistency: bool = False,
     cog: bool = False,
@@ -501,55 +741,63 @@ def upscale_files(
     Every input (readable, band count, dimensionality) and every output (unique names, none of them
     an input, existing files not overwritten unless asked, or skipped with ``skip_existing``) is
     checked before any work; each output is written atomically, and a failure leaves no partial
-    file behind. GeoTIFFs are streamed block
-    by block (``block`` input pixels a side, with a halo) when ``stream`` is true, or, by default,
-    when they hold more than 64 Mi pixel values; peak memory then depends on ``block``, not on the
-    raster.
+    file behind. GeoTIFFs are streamed block by block (``block`` input pixels a side, with a halo
+    covering the receptive field) when ``stream`` is true, or, by default, when they hold more than
+    4 Mi pixel values; peak memory then depends on ``block``, not on the raster, and the
+    normalisation statistics are fitted once for the whole raster on a decimated read. The other
+    options are :func:`upscale`'s.
     """
     from tqdm.auto import tqdm
 
     from .io import read, write
 
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    resolve_precision(precision, select_device(device))  # an unknown value fails before any work
     plan = _check_batch(loaded, _plan(inputs, output), overwrite=overwrite, skip_existing=skip_existing)
     if plan and (len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "patch_size": patch_size,
+        "device": device,
+        "precision": precision,
+        "memory_budget": memory_budget,
+        "tta": tta,
+        "consistency": consistency,
+    }
     written = []
     for src, dst, meta, shape in tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"):
-        streaming = math.prod(shape) > _STREAM_PIXELS if stream is None else stream
-        if meta.format == "geotiff" and streaming and not consistency:
+        streaming = math.prod(shape) > _STREAM_VALUES if stream is None else stream
+        if meta.format == "geotiff" and streaming:
             _upscale_streaming(
                 loaded,
                 src,
                 dst,
                 meta,
                 shape,
-                patch_size=patch_size,
-                overlap=overlap,
-                batch_size=batch_size,
-                device=device,
-                tta=tta,
+                options,
                 cog=cog,
                 overwrite=overwrite,
                 progress=progress,
                 block=block,
             )
         else:
-            out = upscale(
-                read(src),
-                loaded,
-                patch_size=patch_size,
-                overlap=overlap,
-                batch_size=batch_size,
-                device=device,
-                tta=tta,
-                consistency=consistency,
-                progress=progress,
-            )
+            out = upscale(read(src), loaded, progress=progress, **options)
             write(out, dst, overwrite=overwrite, cog=cog)
         log.info("wrote %s", dst)
         written.append(dst)
     return written
+
+
+def raster_statistics(loaded: LoadedModel, path: Path) -> dict[str, Any]:
+    """The model's normalisation statistics for a whole GeoTIFF, fitted once on a decimated read."""
+    from .data.normalize import Normalizer, fit_statistics
+    from .io.geotiff import read_geotiff_sample
+
+    data, mask = read_geotiff_sample(path, max_values=_STREAM_VALUES)
+    normalizer = Normalizer.from_dict(loaded.normalization)
+    return fit_statistics(
+        np.asarray(data, dtype=np.float32), mask, normalizer=normalizer, **loaded.statistics
+    )
 
 
 def _upscale_streaming(
@@ -558,49 +806,41 @@ def _upscale_streaming(
     dst: Path,
     meta: Any,
     shape: Sequence[int],
+    options: dict[str, Any],
     *,
-    patch_size: int | Sequence[int] | None,
-    overlap: float,
-    batch_size: int,
-    device: str | None,
-    tta: bool,
     cog: bool,
     overwrite: bool,
     progress: bool,
     block: int = 1024,
 ) -> None:
-    """Block-by-block upscaling of a large GeoTIFF: memory depends on ``block``, not the raster."""
+    """Block-by-block upscaling of a GeoTIFF: memory depends on ``block``, not the raster.
+
+    Each block is read with a halo that covers the network's receptive field and upscaled with the
+    whole raster's statistics, so the blocks' centres stitch into the in-memory result (exactly for
+    the network; the consistency projection is done per block on the haloed block, exact for block
+    means and close for blurring degradations, whose projection decays within the halo).
+    """
     from tqdm.auto import tqdm
 
     from .io import create_geotiff, read
 
     scale = loaded.scale
     rows, cols = int(shape[1]), int(shape[2])
-    patch = _as_tuple(patch_size, 2) if patch_size not in (None, 0) else None
-    if patch_size is None:
-        patch = loaded.patch_size
-    halo = max(16, (max(patch) // 4) if patch else 16)
+    r = network_reach(loaded.network, torch.zeros(1, loaded.in_channels, 1, 1))
+    halo = max(r.halo, 16)
+    block = max(r.multiple, block // r.multiple * r.multiple)
+    stats = raster_statistics(loaded, src)
     out_meta = meta.zoom(scale, convention=loaded.convention).with_provenance(
-        **_provenance(loaded, tta=tta, consistency=False)
+        **_provenance(loaded, tta=options["tta"], consistency=options["consistency"])
     )
     out_shape = (int(shape[0]), rows * scale[0], cols * scale[1])
-    blocks = [(r, c) for r in range(0, rows, block) for c in range(0, cols, block)]
+    blocks = [(r0, c0) for r0 in range(0, rows, block) for c0 in range(0, cols, block)]
     with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog) as sink:
         for r0, c0 in tqdm(blocks, desc=f"blocks of {src.name}", disable=not progress, unit="block"):
             r1, c1 = min(r0 + block, rows), min(c0 + block, cols)
             hr0, hc0 = max(0, r0 - halo), max(0, c0 - halo)
             hr1, hc1 = min(rows, r1 + halo), min(cols, c1 + halo)
-            tile = read(src, window=((hr0, hr1), (hc0, hc1)))
-            up = upscale(
-                tile,
-                loaded,
-                patch_size=patch if patch is not None else 0,
-                overlap=overlap,
-                batch_size=batch_size,
-                device=device,
-                tta=tta,
-                progress=False,
-            )
+            up = upscale(read(src, window=((hr0, hr1), (hc0, hc1))), loaded, statistics=stats, **options)
             ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
             ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
             data = up.data[:, ir0:ir1, ic0:ic1]

@@ -275,7 +275,7 @@ class TrainSection(_Strict):
     adversarial: AdversarialSection = Field(default_factory=AdversarialSection)
     inference_patch: int | list[int] | None = Field(
         default=None,
-        description="Sliding-window size (low-resolution voxels) used for validation and by default at inference.",
+        description="Window core (low-resolution voxels) for validation and by default at inference; null: the largest windows that fit the memory budget.",
     )
 
 

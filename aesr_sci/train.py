@@ -364,11 +364,10 @@ def _save_model(s: _Session, step: int) -> None:
 
 
 def _validate(s: _Session) -> dict[str, Any]:
-    patch = _inference_patch(s.recipe)
     return validate(
         s.step.generator,
         s.val_items,
-        patch_size=patch,
+        patch_size=_inference_patch(s.recipe),
         baseline=_val_baseline(s.recipe),
         device=s.step.device,
     )
@@ -439,15 +438,13 @@ def _loader(recipe: Recipe, files: Sequence[str], placement: Placement, state: P
     )
 
 
-def _inference_patch(recipe: Recipe) -> list[int]:
-    """The sliding window (low-resolution voxels) for validation and, by default, inference:
-    ``train.inference_patch``, else twice the training patch, capped at 48 (3D) or 256 (2D)."""
-    d = recipe.data
+def _inference_patch(recipe: Recipe) -> list[int] | None:
+    """The window core (low-resolution voxels) for validation and, by default, inference:
+    ``train.inference_patch``; None sizes the windows to the memory budget (one pass when it fits)."""
     patch = recipe.train.inference_patch
     if patch is None:
-        cap = 48 if d.spatial_dims == 3 else 256
-        return [min(cap, 2 * p // s) for p, s in zip(d.patch_tuple(), d.scale_tuple())]
-    return list(patch) if isinstance(patch, list) else [patch] * d.spatial_dims
+        return None
+    return list(patch) if isinstance(patch, list) else [patch] * recipe.data.spatial_dims
 
 
 def _model_config(

@@ -84,7 +84,9 @@ def infer_speed(device: str, amp: bool, lq: torch.Tensor) -> tuple[float, torch.
         for _ in range(2):
             _sync(device)
             start = time.perf_counter()
-            out = predict(net, lq, patch_size=[48, 48, 48], device=device, amp=amp, batch_size=4)
+            out = predict(
+                net, lq, patch_size=[48, 48, 48], device=device, precision="auto" if amp else "float32"
+            )
             _sync(device)
             best = min(best, time.perf_counter() - start)
     return best, out

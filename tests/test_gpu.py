@@ -37,9 +37,9 @@ def test_mixed_precision_inference_matches_float32_on_the_cpu() -> None:
     gen = torch.Generator().manual_seed(1)
     lq = torch.rand(1, 1, 40, 36, 28, generator=gen)
     with torch.inference_mode():
-        ref = predict(net, lq, patch_size=[20, 20, 20], device="cpu", amp=False)
-        exact = predict(net.cuda(), lq, patch_size=[20, 20, 20], device="cuda", amp=False)
-        mixed = predict(net, lq, patch_size=[20, 20, 20], device="cuda", amp=True)
+        ref = predict(net, lq, patch_size=[20, 20, 20], device="cpu")
+        exact = predict(net.cuda(), lq, patch_size=[20, 20, 20], device="cuda")
+        mixed = predict(net, lq, patch_size=[20, 20, 20], device="cuda", precision="auto")
     assert mixed.device.type == "cpu" and mixed.dtype == torch.float32
     assert (exact - ref).abs().max() < 1e-4  # the same windows and weights on either device
     err = (mixed - ref).pow(2).mean()

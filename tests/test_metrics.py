@@ -256,7 +256,7 @@ def test_evaluate_scores_as_validation_does(tmp_path) -> None:
     )
     lq = torch.from_numpy(case.inputs)[None]
     with torch.no_grad():
-        pred = predict(model.network, lq, patch_size=model.patch_size, overlap=0.25)[0].numpy()
+        pred = predict(model.network, lq, precision="auto")[0].numpy()
     assert entry["model"]["psnr"] == pytest.approx(case.score(pred)["psnr"], abs=1e-3)
     assert entry["baselines"]["fourier"]["psnr"] == pytest.approx(
         case.score(case.baseline("fourier"))["psnr"]

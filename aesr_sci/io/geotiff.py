@@ -325,6 +325,26 @@ def read_geotiff(
     return Image(data, meta, mask)
 
 
+def read_geotiff_sample(
+    path: str | os.PathLike[str], *, max_values: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The whole raster decimated (nearest pixel, from overviews when present) to at most
+    ``max_values`` values, and its validity mask: a sample to fit statistics for a raster too
+    large to read whole. A raster within ``max_values`` is read whole."""
+    from rasterio.enums import Resampling
+
+    path = Path(path)
+    with _open(path) as src:
+        step = max(1, math.ceil(math.sqrt(src.count * src.height * src.width / max_values)))
+        shape = (src.count, -(-src.height // step), -(-src.width // step))
+        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+        mask = None
+        if _has_mask(src):
+            masks = src.read_masks(out_shape=shape, resampling=Resampling.nearest)
+            mask = np.all(masks > 0, axis=0)
+    return data, mask
+
+
 # --------------------------------------------------------------------------------------- writing
 def _nodata_for(nodata: float | None, dtype: np.dtype) -> float | None:
     if nodata is None:

@@ -342,7 +342,9 @@ SKIP_INIT_GAIN = 0.1  # initial gain of the upsampler of networks with a global 
 class SRNetwork(nn.Module):
     """Base class of the networks: stores the shared geometry and the global interpolated skip.
 
-    Subclasses build their layers and call :meth:`skip` in ``forward``. ``config`` (set by
+    Subclasses build their layers and implement :meth:`local`; ``forward`` adds :meth:`skip` to it
+    (unless ``skip_mode`` is ``"none"``). Tiled inference runs :meth:`local` window by window and
+    adds the skip once over the whole input, since a Fourier skip is global. ``config`` (set by
     :func:`aesr_sci.nets.build_model`) holds the JSON-serialisable build arguments.
 
     Parameters
@@ -406,6 +408,15 @@ class SRNetwork(nn.Module):
             if self.in_channels == self.out_channels
             else conv(spatial_dims, self.in_channels, self.out_channels, kernel_size=1)
         )
+
+    def local(self, lq: torch.Tensor) -> torch.Tensor:
+        """The output without the global skip: convolutions only, so it can be tiled exactly."""
+        raise NotImplementedError
+
+    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+        if self.skip_mode == "none":
+            return self.local(lq)
+        return self.local(lq) + self.skip(lq)
 
     def skip(self, lq: torch.Tensor) -> torch.Tensor:
         """The global skip: ``lq`` interpolated to the output grid (channels projected if needed).

@@ -110,7 +110,7 @@ class MultiscaleSR(SRNetwork):
             spatial_dims, features, self.out_channels, self.scale, init_gain=SKIP_INIT_GAIN
         )
 
-    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+    def local(self, lq: torch.Tensor) -> torch.Tensor:
         x0 = self.head(pad_to_multiple(lq, self.multiple))
         x = x0
         skips: list[torch.Tensor] = []
@@ -122,4 +122,4 @@ class MultiscaleSR(SRNetwork):
         for i, stage in enumerate(self.decoder):
             x = stage(x, skips[n - 1 - i])
         x = crop_to(x0 + self.tail(x), lq)
-        return self.upsample(x) + self.skip(lq)
+        return self.upsample(x)

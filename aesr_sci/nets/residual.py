@@ -69,7 +69,7 @@ class ResidualSR(SRNetwork):
             spatial_dims, features, self.out_channels, self.scale, init_gain=SKIP_INIT_GAIN
         )
 
-    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+    def local(self, lq: torch.Tensor) -> torch.Tensor:
         x = self.head(lq)
         x = x + self.body(x)
-        return self.upsample(x) + self.skip(lq)
+        return self.upsample(x)

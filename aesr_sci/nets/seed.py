@@ -56,6 +56,7 @@ class SeedAutoencoder(SRNetwork):
             out_channels=out_channels,
             convention=convention,
         )
+        self.skip_mode = "none"  # no skip of any kind (see above)
         f = [int(v) for v in features]
         if len(f) != 3 or min(f) < 1:
             raise ModelError(f"model 'seed': features must be three positive integers (got {features!r})")
@@ -76,7 +77,7 @@ class SeedAutoencoder(SRNetwork):
         )
         self.upsample = SubpixelUpsample(spatial_dims, f[0], self.out_channels, self.scale)
 
-    def forward(self, lq: torch.Tensor) -> torch.Tensor:
+    def local(self, lq: torch.Tensor) -> torch.Tensor:
         z = self.encoder(pad_to_multiple(lq, 4))
         features = crop_to(self.decoder(z), lq)
         return self.upsample(features)

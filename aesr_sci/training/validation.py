@@ -15,7 +15,7 @@ def validate(
     network: torch.nn.Module,
     items: Sequence[Any],
     *,
-    patch_size: Sequence[int],
+    patch_size: Sequence[int] | None = None,
     baseline: str,
     device: torch.device,
 ) -> dict[str, Any]:
@@ -33,9 +33,7 @@ def validate(
     network.eval()
     model_scores, base_scores = [], []
     for item in items:
-        pred = predict(
-            network, item.lq, patch_size=list(patch_size), overlap=0.25, batch_size=4, device=device
-        )
+        pred = predict(network, item.lq, patch_size=patch_size, device=device)
         pred = pred[0].numpy()
         model_scores.append(item.score(pred))
         base_scores.append(item.score(item.baseline))

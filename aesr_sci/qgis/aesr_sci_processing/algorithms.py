@@ -167,7 +167,7 @@ class AesrSciAlgorithm(QgsProcessingAlgorithm):
 
 def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
     """Parameters shared by the two upscale algorithms; each is an option of ``aesr-sci upscale``."""
-    integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+    integer = QgsProcessingParameterNumber.Integer
     alg.addParameter(
         QgsProcessingParameterBoolean("TTA", alg.tr("Average over flips and rotations (TTA)"), False)
     )
@@ -181,7 +181,7 @@ def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
         _advanced(
             _number(
                 "PATCH_SIZE",
-                alg.tr("Window size in input pixels (0: whole raster)"),
+                alg.tr("Window core in input pixels (empty: sized by the memory budget; 0: whole raster)"),
                 integer,
                 minimum=0,
                 optional=True,
@@ -189,9 +189,25 @@ def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
         )
     )
     alg.addParameter(
-        _advanced(_number("OVERLAP", alg.tr("Window overlap fraction"), double, 0.25, 0.0, 0.95))
+        _advanced(
+            QgsProcessingParameterEnum(
+                "PRECISION",
+                alg.tr("Precision (auto: bfloat16 where the hardware has it)"),
+                ["auto", "float32", "bfloat16", "float16"],
+                defaultValue=0,
+            )
+        )
     )
-    alg.addParameter(_advanced(_number("BATCH_SIZE", alg.tr("Windows per forward pass"), integer, 4, 1)))
+    alg.addParameter(
+        _advanced(
+            QgsProcessingParameterString(
+                "MEMORY_BUDGET", alg.tr("Memory budget for the windows (e.g. 2G)"), optional=True
+            )
+        )
+    )
+    alg.addParameter(
+        _advanced(_number("BLOCK", alg.tr("Streaming block size in input pixels"), integer, 1024, 16))
+    )
     alg.addParameter(
         _advanced(QgsProcessingParameterString("DEVICE", alg.tr("Device (cpu, cuda, cuda:N)"), optional=True))
     )
