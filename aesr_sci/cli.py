@@ -255,6 +255,12 @@ def degrade(
     callback=_check_device,
     help="cpu, cuda or cuda:N (default: CUDA when available).",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default=None,
+    help="Training precision (sets train.precision; auto: bfloat16 on CUDA and on CPUs with native bfloat16).",
+)
 @click.option("--check", is_flag=True, help="Validate the recipe and the data, then stop.")
 @click.option("--overwrite", is_flag=True, help="Reuse a non-empty --out directory, replacing its contents.")
 @click.pass_context
@@ -266,14 +272,15 @@ def train(
     out_dir: str | None,
     resume: bool,
     device: str | None,
+    precision: str | None,
     check: bool,
     overwrite: bool,
 ) -> None:
     """Train the network described by RECIPE and write the model to the run directory.
 
     The recipe is validated first (unknown keys, wrong types, patch sizes that the scale does not
-    divide): one line per problem. Training runs on CUDA with mixed precision when available,
-    otherwise on all CPU cores, stops cleanly at train.max_minutes, and keeps the best model (the last one for a GAN; see train.keep).
+    divide): one line per problem. Training runs on CUDA when available, otherwise on all CPU
+    cores, in bfloat16 where the hardware has it (train.precision), stops cleanly at train.max_minutes, and keeps the best model (the last one for a GAN; see train.keep).
 
     \b
     Example:
@@ -284,6 +291,8 @@ def train(
     from .train import check_data
     from .train import train as train_api
 
+    if precision is not None:
+        overrides = (*overrides, f"train.precision={precision}")
     cfg = load_recipe(recipe, overrides=list(overrides))
     if check:
         summary = check_data(cfg)

@@ -270,7 +270,10 @@ class TrainSection(_Strict):
     val_max_files: int = Field(default=4, gt=0, description="At most this many validation files are scored.")
     seed: int = Field(default=0, description="Seeds the weights, the patches and the file split.")
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
-    amp: bool | Literal["auto"] = Field(default="auto", description="Mixed precision: auto = on for CUDA.")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="Training precision (weights stay float32): auto = bfloat16 with channels-last memory on CUDA and on CPUs with native bfloat16, else float32.",
+    )
     grad_clip: float | None = Field(default=1.0, gt=0, description="Clip the gradient norm to this.")
     adversarial: AdversarialSection = Field(default_factory=AdversarialSection)
     inference_patch: int | list[int] | None = Field(

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,7 +277,7 @@ def _session(
     """The network, its step, the validation files and the batches of the steps to take."""
     torch.manual_seed(recipe.train.seed)
     network = _build_network(recipe, plan.channels)  # built after seeding: same init on every rank and run
-    precision = mixed_precision(placement.device, recipe.train.amp)
+    precision = mixed_precision(placement.device, recipe.train.precision)
     step = make_step(network, recipe.train, placement=placement, precision=precision)
     loader = _loader(recipe, plan.train_files, placement, plan.state)
     val_files = plan.val_files[: recipe.train.val_max_files]
@@ -303,9 +304,15 @@ def _loop(s: _Session, loader: DataLoader, *, show: bool) -> None:
     batches = iter(loader)
     try:
         s.step.generator.train()
-        while step < budget.total and (batch := next(batches, None)) is not None:
+        while step < budget.total:
+            t0 = time.perf_counter()
+            if (batch := next(batches, None)) is None:
+                break
+            t1 = time.perf_counter()
             s.step.schedule(step, budget.total)
             losses = s.step(batch)
+            # the share of the step spent waiting for data (running mean, logged as data_wait)
+            losses["data_wait"] = (t1 - t0) / max(time.perf_counter() - t0, 1e-9)
             if not math.isfinite(losses["loss"]):
                 raise DataError(
                     f"the loss became {losses['loss']} at step {step}: lower train.lr (now {s.recipe.train.lr}) "

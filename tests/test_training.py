@@ -199,3 +199,54 @@ def test_progress_on_resume() -> None:
     assert old.improves(-1e9)  # no model kept yet
     kept = Progress(step=4, total_steps=6, best_step=2, best={"val_psnr": 30.0})
     assert kept.improves(30.5) and not kept.improves(29.0)
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16", "auto"])
+def test_train_precision_follows_inference_choice(name: str) -> None:
+    from aesr_sci.infer import resolve_precision
+    from aesr_sci.training import mixed_precision
+
+    precision = mixed_precision(torch.device("cpu"), name)
+    dtype, layout = resolve_precision(name, "cpu")
+    assert precision.enabled == (dtype is not None)
+    assert precision.channels_last == layout
+    if dtype is not None:
+        assert precision.dtype == dtype
+    assert precision.scaler("cpu").is_enabled() == (dtype == torch.float16)
+
+
+def test_float32_content_step_is_plain_float32() -> None:
+    """The float32 step computes exactly what the network computes, in contiguous memory."""
+    torch.manual_seed(0)
+    net = build_model("residual", spatial_dims=3, in_channels=1, scale=2, features=4, blocks=1)
+    train = SimpleNamespace(lr=0.0, weight_decay=0.0, loss="l1", grad_clip=None)
+    step = make_step(net, train, placement=CPU, precision=Precision())
+    lq, gt, _ = step.inputs(_batch())
+    assert lq.is_contiguous() and not step.channels_last
+    with torch.no_grad():
+        expected = torch.nn.functional.l1_loss(net(lq), gt)
+    assert step(_batch())["loss"] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_bfloat16_content_step_runs_channels_last_and_learns() -> None:
+    torch.manual_seed(0)
+    net = build_model("residual", spatial_dims=3, in_channels=1, scale=2, features=4, blocks=1)
+    train = SimpleNamespace(lr=1e-2, weight_decay=0.0, loss="l1", grad_clip=1.0)
+    step = make_step(net, train, placement=CPU, precision=Precision(True, torch.bfloat16, True))
+    lq, _, _ = step.inputs(_batch())
+    assert lq.is_contiguous(memory_format=torch.channels_last_3d)
+    dtypes: list[torch.dtype] = []
+    net.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    losses = [step(_batch())["loss"] for _ in range(20)]
+    assert torch.bfloat16 in dtypes or torch.float32 in dtypes
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # weights stay float32
+    assert losses[-1] < losses[0]
+
+
+def test_cli_precision_option_refuses_unknown_values() -> None:
+    from click.testing import CliRunner
+
+    from aesr_sci.cli import main
+
+    result = CliRunner().invoke(main, ["train", "recipes/mri_x2.yaml", "--precision", "half", "--check"])
+    assert result.exit_code == 2 and "'half' is not one of" in result.output

@@ -85,13 +85,15 @@ def place(device: str | None) -> Placement:
 
 @dataclass(frozen=True)
 class Precision:
-    """Mixed precision of the training step: autocast's dtype and whether losses are scaled.
+    """Precision of the training step: autocast's dtype, memory layout, and whether losses are scaled.
 
-    float16 needs its losses scaled (their gradients underflow otherwise), bfloat16 does not.
+    float16 needs its losses scaled (their gradients underflow otherwise), bfloat16 does not. The
+    weights and the optimiser stay float32 whatever the choice.
     """
 
     enabled: bool = False
     dtype: torch.dtype = torch.float32
+    channels_last: bool = False
 
     def autocast(self, device_type: str) -> contextlib.AbstractContextManager:
         if not self.enabled:
@@ -103,8 +105,13 @@ class Precision:
         return torch.amp.GradScaler(device_type, enabled=self.enabled and self.dtype == torch.float16)
 
 
-def mixed_precision(device: torch.device, amp: bool | str) -> Precision:
-    """``train.amp`` on ``device``: mixed precision on CUDA only, bfloat16 where supported, else float16."""
-    if device.type != "cuda" or amp is False:
+def mixed_precision(device: torch.device, precision: str) -> Precision:
+    """``train.precision`` on ``device``, chosen as inference chooses it
+    (:func:`aesr_sci.infer.resolve_precision`): ``auto`` is bfloat16 with channels-last memory on
+    CUDA and on CPUs with native bfloat16, float32 elsewhere."""
+    from ..infer import resolve_precision
+
+    dtype, layout = resolve_precision(precision, device)
+    if dtype is None:
         return Precision()
-    return Precision(True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return Precision(True, dtype, layout)

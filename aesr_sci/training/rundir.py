@@ -43,15 +43,17 @@ LOG_FIELDS = [
     "elapsed_s",
     "adversarial",
     "discriminator",
+    "data_wait",
 ]
-# recipe keys that --resume --set may change: how long a run trains and how often it validates,
-# never what it learns from or what it learns
+# recipe keys that --resume --set may change: how long a run trains, how often it validates and
+# in what precision it computes, never what it learns from or what it learns
 RESUMABLE_KEYS = frozenset(
     {
         "train.max_steps",
         "train.max_minutes",
         "train.val_every",
         "train.num_workers",
+        "train.precision",
         "gpu.max_steps",
         "gpu.num_workers",
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..infer import channels_last
 from ..nets.gan import GANModel, adversarial_losses
 from .device import Placement, Precision
 
@@ -81,10 +82,9 @@ class ContentStep:
         precision: Precision,
     ) -> None:
         self.device = placement.device
-        self.channels_last = self.device.type == "cuda" and getattr(generator, "spatial_dims", 3) == 2
-        self.generator = generator.to(self.device)
-        if self.channels_last:
-            self.generator.to(memory_format=torch.channels_last)
+        self.spatial_dims = int(getattr(generator, "spatial_dims", 3))
+        self.channels_last = precision.channels_last
+        self.generator = channels_last(generator.to(self.device), self.channels_last, self.spatial_dims)
         self.forward = placement.wrap(self.generator)
         self.base_lr, self.lr, self.loss, self.grad_clip = lr, lr, loss, grad_clip
         self.precision = precision
@@ -121,9 +121,7 @@ class ContentStep:
     def inputs(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's low-resolution input, target and mask on the device."""
         lq, gt, mask = (batch[k].to(self.device, non_blocking=True) for k in ("lq", "gt", "mask"))
-        if self.channels_last:
-            lq = lq.contiguous(memory_format=torch.channels_last)
-        return lq, gt, mask
+        return channels_last(lq, self.channels_last, self.spatial_dims), gt, mask
 
     def update(self, loss: torch.Tensor) -> None:
         """Scaled backward pass, gradient clipping and the generator's optimiser step."""
@@ -159,7 +157,9 @@ class AdversarialStep(ContentStep):
         **content: Any,
     ) -> None:
         super().__init__(generator, placement=placement, precision=precision, **content)
-        self.discriminator = discriminator.to(self.device)
+        self.discriminator = channels_last(
+            discriminator.to(self.device), self.channels_last, self.spatial_dims
+        )
         self.judge = placement.wrap(self.discriminator)  # the discriminator's own step (synchronised)
         self.disc_lr, self.weight, self.start_fraction, self.kind = disc_lr, weight, start_fraction, kind
         self.disc_optimizer = torch.optim.Adam(
