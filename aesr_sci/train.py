@@ -377,6 +377,7 @@ def _validate(s: _Session) -> dict[str, Any]:
         patch_size=_inference_patch(s.recipe),
         baseline=_val_baseline(s.recipe),
         device=s.step.device,
+        precision=s.recipe.train.precision,
     )
 
 

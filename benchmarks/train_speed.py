@@ -1,11 +1,10 @@
-"""Training steps per second per recipe, float32 against the precision ``auto`` picks (a skeleton).
+"""Training steps per second per recipe, float32 against the precision ``auto`` picks.
 
 For every recipe in ``recipes/``: the recipe's network, batch size and patch size, random patches in
-memory (no data loading), one step = forward, L1 loss, backward and an Adam update; steps per second
-in float32 and under :func:`aesr_sci.infer.resolve_precision` ``("auto")`` (bfloat16 autocast with
-channels-last on CPUs with native bfloat16 and on CUDA). The share of a real step spent waiting for
-data needs the training loop's sampler and is left to the training engine's own timing (a TODO
-for when ``train.py`` exposes its step).
+memory (no data loading), through the training engine's own step (forward, loss, backward, Adam;
+for a GAN the generator and the discriminator steps), in float32 and under ``train.precision:
+auto`` (bfloat16 autocast with channels-last on CPUs with native bfloat16 and on CUDA). The share
+of a real step spent waiting for data is what a run logs as ``data_wait`` in ``log.csv``.
 
 Usage::
 
@@ -27,13 +26,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def _steps_per_second(recipe_path: Path, precision: str, steps: int, quick: bool) -> tuple[float, str]:
-    from aesr_sci.infer import autocast, channels_last, resolve_precision
+    """Steps per second of the training engine's own step (``aesr_sci.training.make_step``)."""
     from aesr_sci.nets import build_model
     from aesr_sci.recipe import load_recipe
+    from aesr_sci.training import Placement, make_step, mixed_precision
 
     recipe = load_recipe(recipe_path)
     data, model_section = recipe.data, recipe.model
-    dims = data.spatial_dims
     scale, hr_patch = list(data.scale_tuple()), list(data.patch_tuple())
     if quick:
         hr_patch = [max(s * 4, 8) for s in scale]
@@ -41,28 +40,26 @@ def _steps_per_second(recipe_path: Path, precision: str, steps: int, quick: bool
     channels = data.channels or (6 if recipe_path.stem.startswith("sentinel2") else 1)  # the data decide
     torch.manual_seed(0)
     net = build_model(
-        model_section.name, spatial_dims=dims, in_channels=channels, scale=scale, **model_section.kwargs()
+        model_section.name,
+        spatial_dims=data.spatial_dims,
+        in_channels=channels,
+        scale=scale,
+        **model_section.kwargs(),
     )
-    generator = getattr(net, "generator", net).train()
-    dtype, layout = resolve_precision(precision, "cpu")
-    channels_last(generator, layout, dims)
-    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-4)
-    batch = 2 if quick else recipe.train.batch_size
-    lq = channels_last(torch.rand(batch, channels, *lq_patch), layout, dims)
-    hr = torch.rand(batch, channels, *hr_patch)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast("cpu", dtype):
-            loss = torch.nn.functional.l1_loss(generator(lq).float(), hr)
-        loss.backward()
-        optimizer.step()
-
-    step()  # warm-up
+    cpu = torch.device("cpu")
+    step = make_step(net, recipe.train, placement=Placement(cpu), precision=mixed_precision(cpu, precision))
+    step.schedule(steps, steps + 1)  # past a GAN's start fraction: generator and discriminator steps
+    batch_size = 2 if quick else recipe.train.batch_size
+    batch = {
+        "lq": torch.rand(batch_size, channels, *lq_patch),
+        "gt": torch.rand(batch_size, channels, *hr_patch),
+        "mask": torch.ones(batch_size, 1, *hr_patch),
+    }
+    step(batch)  # warm-up
     t = time.perf_counter()
     for _ in range(steps):
-        step()
-    label = f"{model_section.name}, batch {batch}, patch {'x'.join(map(str, hr_patch))}"
+        step(batch)
+    label = f"{model_section.name}, batch {batch_size}, patch {'x'.join(map(str, hr_patch))}"
     return steps / (time.perf_counter() - t), label
 
 
@@ -70,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="tiny patches, two steps: a smoke test")
+    parser.add_argument("--recipes", nargs="*", default=None, help="recipe names (default: all)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -83,6 +81,10 @@ def main() -> None:
         "|---|---|---:|---:|---:|",
     ]
     for recipe in sorted((HERE.parent / "recipes").glob("*.yaml")):
+        if args.recipes and recipe.stem not in args.recipes:
+            continue
+        if "guided" in recipe.stem or "pan" in recipe.stem:
+            continue  # guided steps take a guide batch: measured with the guided training
         fp32, label = _steps_per_second(recipe, "float32", args.steps, args.quick)
         auto, _ = _steps_per_second(recipe, "auto", args.steps, args.quick)
         lines.append(f"| {recipe.stem} | {label} | {fp32:.2f} | {auto:.2f} | {auto / fp32:.2f} |")

@@ -18,11 +18,13 @@ def validate(
     patch_size: Sequence[int] | None = None,
     baseline: str,
     device: torch.device,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """Mean validation scores of ``network`` over ``items``, inferred window by window as ``upscale`` does.
 
     Each item has ``lq`` (the normalised input, ``(1, C, *S)``), ``baseline`` (the interpolated
-    input) and ``score(prediction)``, which scores an image against the item's reference.
+    input) and ``score(prediction)``, which scores an image against the item's reference. The
+    network runs in ``precision`` (the run's ``train.precision``), as ``upscale`` runs it.
 
     Returns ``val_psnr``, ``val_ssim``, the ``baseline``'s name and ``baseline_psnr``, and
     ``gain_db`` (model minus baseline).
@@ -33,7 +35,7 @@ def validate(
     network.eval()
     model_scores, base_scores = [], []
     for item in items:
-        pred = predict(network, item.lq, patch_size=patch_size, device=device)
+        pred = predict(network, item.lq, patch_size=patch_size, device=device, precision=precision)
         pred = pred[0].numpy()
         model_scores.append(item.score(pred))
         base_scores.append(item.score(item.baseline))
