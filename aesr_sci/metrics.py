@@ -47,6 +47,15 @@ def check_shapes(reference: np.ndarray, test: np.ndarray | None = None, mask: An
     return np.asarray(mask, dtype=bool)
 
 
+def _masked_mse(reference: np.ndarray, test: np.ndarray, mask: Any) -> tuple[float, np.ndarray]:
+    """Mean squared error over the scored voxels (NaN when there are none) and their mask."""
+    reference = np.asarray(reference, dtype=np.float64)
+    test = np.asarray(test, dtype=np.float64)
+    m = check_shapes(reference, test, mask)
+    mse = float(np.mean((reference[m] - test[m]) ** 2)) if m.any() else float("nan")
+    return mse, m
+
+
 def _data_range(ref: np.ndarray, mask: np.ndarray) -> float:
     vals = ref[mask]
     rng = float(vals.max() - vals.min()) if vals.size else 0.0
@@ -81,12 +90,10 @@ def psnr(
     23.01
     """
     reference = np.asarray(reference, dtype=np.float64)
-    test = np.asarray(test, dtype=np.float64)
-    m = check_shapes(reference, test, mask)
+    mse, m = _masked_mse(reference, test, mask)
     if not m.any():
         return float("nan")
     dr = data_range if data_range is not None else _data_range(reference, m)
-    mse = float(np.mean((reference[m] - test[m]) ** 2))
     return float("inf") if mse == 0 else 10.0 * math.log10(dr * dr / mse)
 
 
@@ -180,12 +187,8 @@ def rmse(reference: np.ndarray, test: np.ndarray, *, mask: np.ndarray | None = N
     >>> rmse(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 5.0]))
     1.7320508075688772
     """
-    reference = np.asarray(reference, dtype=np.float64)
-    test = np.asarray(test, dtype=np.float64)
-    m = check_shapes(reference, test, mask)
-    if not m.any():
-        return float("nan")
-    return float(np.sqrt(np.mean((reference[m] - test[m]) ** 2)))
+    mse, m = _masked_mse(reference, test, mask)
+    return float(np.sqrt(mse)) if m.any() else float("nan")
 
 
 def spectral_angle(reference: np.ndarray, test: np.ndarray, *, mask: np.ndarray | None = None) -> float:
