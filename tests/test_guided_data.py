@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from affine import Affine
+from conftest import pair_source
 
 from aesr_sci.data.dataset import PairDataset
 from aesr_sci.data.degrade import Degradation
 from aesr_sci.data.normalize import Normalizer
-from aesr_sci.data.source import PairSource, inspect_sources
+from aesr_sci.data.source import inspect_sources
 from aesr_sci.errors import MismatchError
 from aesr_sci.spatial import Image, SpatialMeta
 
@@ -111,19 +112,7 @@ def _two_guides(tmp_path: Path, make_geotiff):
 
 
 def _source(paths, guides, *, deg, cache, patch=16):
-    sources = inspect_sources(
-        paths, spatial_dims=2, patch_size=patch, scale=deg.scale_for(2), slice_axis=2, guides=guides
-    )
-    return PairSource(
-        sources,
-        spatial_dims=2,
-        slice_axis=2,
-        degradation=deg,
-        normalizer=Normalizer(),
-        policy="valid",
-        foreground_threshold=0.01,
-        max_cached_bytes=cache,
-    )
+    return pair_source(paths, guides=guides, deg=deg, patch=patch, max_cached_bytes=cache)
 
 
 @pytest.mark.parametrize("params", [{}, {"sigma_jitter": 0.3}])
@@ -195,16 +184,7 @@ def test_guides_have_their_own_statistics_fitted_on_the_degraded_guide(tmp_path,
     t, g = _scene(tmp_path, make_geotiff)
     norm = Normalizer("percentile", p_low=0.0, p_high=100.0)
     deg = Degradation("area", (2, 2))
-    sources = inspect_sources([t], spatial_dims=2, patch_size=16, scale=(2, 2), slice_axis=2, guides=[[g]])
-    source = PairSource(
-        sources,
-        spatial_dims=2,
-        slice_axis=2,
-        degradation=deg,
-        normalizer=norm,
-        policy="valid",
-        foreground_threshold=0.01,
-    )
+    source = pair_source([t], guides=[[g]], deg=deg, patch=16, normalizer=norm)
     loaded = source._load(source.sources[0])
     target = loaded.gt
     combo = 2 * target[0] - target[1]  # the degraded guide, exactly
