@@ -242,6 +242,7 @@ def test_guides_follow_their_targets_through_the_split(tmp_path, make_geotiff):
             assert guides == (target.replace("_20m", "_10m"),)
     summary = check_data_files(recipe, train_files, val_files)
     assert summary["guide_channels"] == 1 and summary["guide_band_names"] == ["B1"]
+    assert summary["guide_statistics"] == summary["statistics"] == {"policy": "valid", "threshold": 0.05}
     assert sorted(summary["guide_files"]) == sorted(str(p) for p in tmp_path.glob("*_10m.tif"))
     item = build_dataset(recipe, train_files, mode="random", seed=0)[0]
     assert item["guide"].shape == (1, 16, 16) and item["gt"].shape == (2, 16, 16)

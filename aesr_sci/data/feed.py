@@ -203,7 +203,8 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
         :func:`~aesr_sci.data.source.check_sources`'s summary (with ``guide_channels``,
         ``guide_band_names`` and ``guide_files`` for a guided recipe), plus ``statistics``: the mask
         policy the normalisation is fitted with (``{"policy", "threshold"}``), for ``model.json``;
-        guides are normalised by their own statistics, fitted under the same policy.
+        and for guides ``guide_statistics``: they are normalised by their own statistics, fitted
+        under the same policy (on the degraded guide in training, on the guide given at inference).
 
     Raises
     ------
@@ -231,6 +232,8 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
         )
     policy = statistics_policy(summary["formats"][: len(train_files)])
     summary["statistics"] = {"policy": policy, "threshold": FOREGROUND_THRESHOLD}
+    if summary["guide_channels"]:  # the guide's own statistics, fitted the same way on the guide
+        summary["guide_statistics"] = dict(summary["statistics"])
     return summary
 
 
