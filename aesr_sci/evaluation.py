@@ -6,6 +6,11 @@ the normalisation statistics are fitted on the degraded input as inference does,
 the scored mask (:func:`foreground`) and the PSNR peak are kept in normalised units, so that
 :meth:`Case.score` gives comparable numbers across files and domains. Baselines get the same
 normalised input as the network (:mod:`aesr_sci.baselines`).
+
+Guided models are scored by Wald's protocol through :func:`held_out_guided_case`: the target and
+its guide are both degraded by the scale, the reference is the target itself, and the
+pansharpening baselines (:mod:`aesr_sci.pansharpen`) join the interpolation ones; the scores add
+RMSE (physical units, overall and per band) and the spectral angle (SAM).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +26,19 @@ import numpy as np
 
 from .baselines import BASELINES, upsample
 from .errors import ParameterError
-from .metrics import reference_range, score
+from .metrics import reference_range, rmse, score, spectral_angle
 from .spatial import Image, SpatialMeta, axis_codes, opposite
 
 __all__ = [
     "Case",
+    "GuidedCase",
     "degraded_pair",
     "evaluate",
     "figure_names",
     "foreground",
     "format_table",
     "held_out_case",
+    "held_out_guided_case",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,6 +188,119 @@ def held_out_case(
     ref_n = np.asarray(normalizer.apply(reference, stats), dtype=np.float32)
     peak = reference_range(ref_n, mask)
     return Case(path, lq, inputs, ref_n, mask, peak, normalizer, stats, degradation, hr.meta)
+
+
+@dataclass(frozen=True, eq=False)
+class GuidedCase(Case):
+    """A held-out (target, guide) pair under Wald's protocol; made by :func:`held_out_guided_case`.
+
+    Beyond :class:`Case` (whose ``lq`` is the degraded target and ``reference`` the target):
+
+    Attributes
+    ----------
+    guide
+        The guide degraded by the scale, in physical units: on the reference's grid.
+    guide_inputs
+        ``guide`` normalised with its own statistics, invalid pixels filled: what the network
+        gets beside ``inputs``, ``(G, *S * scale)``.
+    guide_stats
+        The guide's statistics, fitted on the degraded guide.
+    """
+
+    guide: Image
+    guide_inputs: np.ndarray
+    guide_stats: Mapping[str, Any]
+
+    def baseline(self, method: str, data: np.ndarray | None = None) -> np.ndarray:
+        """An interpolation baseline (as :meth:`Case.baseline`), or a pansharpening one
+        (``"hpf"``, ``"brovey"``: :func:`aesr_sci.pansharpen.pansharpen` of the normalised inputs
+        with the normalised guide, weights fitted where the input is valid), float32."""
+        from .pansharpen import METHODS as PANSHARPENING
+        from .pansharpen import pansharpen
+
+        if method not in PANSHARPENING:
+            return super().baseline(method, data)
+        out = pansharpen(
+            self.inputs if data is None else data,
+            self.guide_inputs,
+            self.factors,
+            method=method,
+            mask=self.lq.common_mask,
+            degradation=self.degradation,
+        )
+        return out.astype(np.float32)
+
+    def score(self, prediction: np.ndarray) -> dict[str, Any]:
+        """:meth:`Case.score` plus ``rmse`` (physical units), ``rmse_bands`` and ``sam`` (degrees)."""
+        ref, pred = self.physical(self.reference), self.physical(prediction)
+        return super().score(prediction) | {
+            "rmse": rmse(ref, pred, mask=np.broadcast_to(self.mask, ref.shape)),
+            "rmse_bands": [rmse(r, p, mask=self.mask) for r, p in zip(ref, pred)],
+            "sam": spectral_angle(ref, pred, mask=self.mask),
+        }
+
+
+def held_out_guided_case(
+    target: Image,
+    guide: Image | Sequence[Image],
+    degradation: Any,
+    normalizer: Any,
+    *,
+    path: str = "",
+    statistics: Mapping[str, Any] | None = None,
+    guide_statistics: Mapping[str, Any] | None = None,
+) -> GuidedCase:
+    """Prepare a held-out (target, guide) pair by Wald's protocol, for guided validation and evaluation.
+
+    The target is degraded as :func:`held_out_case` does; the guide is degraded by the same
+    degradation, which puts it on the target's own grid; the reference is the target. Scored
+    pixels are those valid in the target and in the degraded guide.
+
+    Parameters
+    ----------
+    target
+        The image to sharpen, at its own resolution (e.g. Sentinel-2's 20 m bands).
+    guide
+        Its guide on the grid finer by the scale (the 10 m bands), cropped to
+        :func:`aesr_sci.guide.check_guide`'s windows; or several guides, finest first, joined by
+        :func:`aesr_sci.guide.join_guides` as the training sampler joins them.
+    degradation, normalizer
+        The model's.
+    path
+        A name for messages and reports.
+    statistics, guide_statistics
+        How the model fits the target's and the guide's statistics (model.json's ``"statistics"``
+        and ``"guide_statistics"``); the guide's default to the target's.
+
+    Raises
+    ------
+    DataError
+        If the guide's shape is not the target's times the scale.
+    MismatchError
+        If guides to join are not on nested grids.
+    """
+    from .data.normalize import fit_statistics, statistics_policy
+    from .guide import check_guide_shape, join_guides, wald_degrade
+    from .infer import fill_nodata
+
+    guide = guide if isinstance(guide, Image) else join_guides(list(guide))
+    factors = check_guide_shape(target, guide, degradation.scale_for(target.spatial_dims))
+    case = held_out_case(target, degradation, normalizer, path=path, statistics=statistics)
+    degraded = wald_degrade(guide, factors, method=degradation.method, **degradation.nominal_params)
+    crop = tuple(slice(0, n) for n in case.reference.shape[1:])
+    g_mask = degraded.common_mask
+    degraded = Image(
+        np.asarray(degraded.data[(slice(None), *crop)], np.float32),
+        degraded.meta,
+        None if g_mask is None else g_mask[crop],
+    )
+    policy = guide_statistics or statistics or {"policy": statistics_policy(guide.meta.format or ())}
+    g_stats = fit_statistics(degraded.data, degraded.mask, normalizer=normalizer, **policy)
+    g_inputs = fill_nodata(np.asarray(normalizer.apply(degraded.data, g_stats), np.float32), degraded.mask)
+    mask = case.mask if degraded.mask is None else case.mask & degraded.mask
+    base = {f.name: getattr(case, f.name) for f in fields(Case)}
+    base |= {"mask": mask, "peak": reference_range(case.reference, mask)}
+    return GuidedCase(**base, guide=degraded, guide_inputs=g_inputs, guide_stats=g_stats)
 
 
 def consistency_error(output: Image, lq: Image, degradation: Any) -> float:

@@ -40,10 +40,13 @@ __all__ = [
     "ProductBand",
     "check_guide",
     "check_guide_bands",
+    "check_guide_shape",
     "dsen2_sigma",
+    "join_guides",
     "sentinel2_band",
     "sentinel2_bands",
     "sentinel2_plan",
+    "upsample_guide",
     "wald_degrade",
     "wald_triple",
 ]
@@ -356,6 +359,110 @@ def check_guide_bands(
         )
 
 
+# --------------------------------------------------------------------------- joined guides
+GUIDE_INTERPOLATION = "linear"
+"""How a coarser guide file is brought onto the finest guide's grid: (bi/tri)linear, as DSen2
+upsamples its 20 m inputs for the 60 m model; local (one coarse pixel), so a window read with a
+one-pixel margin gives the whole file's values."""
+
+
+def upsample_guide(
+    data: np.ndarray, valid: np.ndarray | None, factors: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A coarser guide ``(G, *S)`` brought onto the finest guide's grid ``(G, *(S * factors))``.
+
+    Field-of-view preserving :data:`GUIDE_INTERPOLATION`, edges replicated. Invalid pixels are
+    filled with 0 first; an output pixel is valid where every coarse pixel it draws on is.
+
+    Examples
+    --------
+    >>> up, valid = upsample_guide(np.array([[[0.0, 4.0]]]), None, (1, 2))
+    >>> up.tolist(), valid
+    ([[[0.0, 1.0, 3.0, 4.0]]], None)
+    """
+    from .baselines import upsample
+
+    factors = tuple(int(f) for f in factors)
+    if all(f == 1 for f in factors):
+        return np.asarray(data, np.float32), valid
+    filled = np.asarray(data, np.float64)
+    if valid is not None:
+        filled = np.where(valid[np.newaxis], filled, 0.0)
+    up = upsample(filled, factors, convention="fov", method=GUIDE_INTERPOLATION).astype(np.float32)
+    if valid is None:
+        return up, None
+    weight = upsample(
+        valid[np.newaxis].astype(np.float64), factors, convention="fov", method=GUIDE_INTERPOLATION
+    )
+    return up, weight[0] > 1.0 - 1e-6
+
+
+def guide_factor(finest: SpatialMeta, other: SpatialMeta, *, guide_name: str = "guide") -> tuple[int, ...]:
+    """The whole factor per axis from ``other``'s pixel size to ``finest``'s (1 for the finest itself).
+
+    Raises
+    ------
+    MismatchError
+        When a pixel size of ``other`` is not a whole multiple of ``finest``'s (list guides finest first).
+    """
+    ratio = np.asarray(other.spacing, float) / np.asarray(finest.spacing, float)
+    factors = np.round(ratio)
+    if np.any(factors < 1) or not np.allclose(ratio, factors, rtol=_SPACING_RTOL):
+        units = _units(finest)
+        raise MismatchError(
+            f"{guide_name}: pixel size {_sizes(other.spacing, units)} is not a whole multiple of the first "
+            f"guide's {_sizes(finest.spacing, units)}: list the guide files finest first, on grids that "
+            "share their corner"
+        )
+    return tuple(int(f) for f in factors)
+
+
+def join_guides(guides: Sequence[Image]) -> Image:
+    """Several guide images of one scene as one guide on the finest's grid (the first), bands concatenated.
+
+    Each coarser guide is brought onto the first one's grid by :func:`upsample_guide` and cropped
+    to its extent; the result keeps the first guide's metadata with every band name, and a pixel
+    is valid where it is valid in every guide. The training sampler
+    (:class:`~aesr_sci.data.source.PairSource`) joins guide files window by window with the same
+    function, so training and inference see the same joined guide.
+
+    Raises
+    ------
+    MismatchError
+        As :func:`guide_factor`, or when a coarser guide does not cover the first one.
+
+    Examples
+    --------
+    >>> a = Image(np.zeros((1, 4, 4), np.float32), SpatialMeta(np.eye(3), band_names=("B2",)))
+    >>> b = Image(np.ones((2, 2, 2), np.float32), SpatialMeta(np.diag([2.0, 2.0, 1.0]), band_names=("B5", "B6")))
+    >>> g = join_guides([a, b])
+    >>> g.data.shape, g.meta.band_names
+    ((3, 4, 4), ('B2', 'B5', 'B6'))
+    """
+    first = guides[0]
+    if len(guides) == 1:
+        return first
+    shape = first.spatial_shape
+    data, masks = [np.asarray(first.data, np.float32)], [first.common_mask]
+    names = list(first.meta.band_names) or [""] * first.data.shape[0]
+    for index, other in enumerate(guides[1:], start=2):
+        factors = guide_factor(first.meta, other.meta, guide_name=f"guide {index}")
+        up, valid = upsample_guide(np.asarray(other.data), other.common_mask, factors)
+        if any(n < m for n, m in zip(up.shape[1:], shape)):
+            raise MismatchError(
+                f"guide {index}: covers {'x'.join(map(str, up.shape[1:]))} pixels of the first guide's grid, "
+                f"not all of its {'x'.join(map(str, shape))}: give guides of the same extent"
+            )
+        region = tuple(slice(0, n) for n in shape)
+        data.append(up[(slice(None), *region)])
+        masks.append(None if valid is None else valid[region])
+        names += list(other.meta.band_names) or [""] * other.data.shape[0]
+    present = [m for m in masks if m is not None]
+    mask = np.logical_and.reduce(present) if present else None
+    meta = first.meta.replace(band_names=tuple(names) if all(names) else ())
+    return Image(np.concatenate(data), meta, mask)
+
+
 # ------------------------------------------------------------------------------- Wald pairs
 def dsen2_sigma(scale: int | Sequence[int]) -> float:
     """DSen2's blur before the block means: a Gaussian of ``1 / s`` high-resolution pixels.
@@ -410,13 +517,7 @@ def wald_triple(
     DataError
         If the guide's shape is not the target's times the scale (check it with :func:`check_guide`).
     """
-    d = target.spatial_dims
-    factors = as_int_scale(scale, d)
-    if guide.spatial_shape != tuple(n * s for n, s in zip(target.spatial_shape, factors)):
-        raise DataError(
-            f"the guide's shape {guide.spatial_shape} is not the target's {target.spatial_shape} times "
-            f"the scale {list(factors)}: crop both with check_guide's windows first"
-        )
+    factors = check_guide_shape(target, guide, scale)
     kept = tuple(n - n % s for n, s in zip(target.spatial_shape, factors))
     gt = _crop(target, kept)
     guide = _crop(guide, tuple(n * s for n, s in zip(kept, factors)))
@@ -425,6 +526,23 @@ def wald_triple(
         wald_degrade(guide, factors, method=method, **params),
         gt,
     )
+
+
+def check_guide_shape(target: Image, guide: Image, scale: int | Sequence[int]) -> tuple[int, ...]:
+    """The scale per axis, once the guide's shape is checked to be the target's times the scale.
+
+    Raises
+    ------
+    DataError
+        If it is not (crop both with :func:`check_guide`'s windows first).
+    """
+    factors = as_int_scale(scale, target.spatial_dims)
+    if guide.spatial_shape != tuple(n * s for n, s in zip(target.spatial_shape, factors)):
+        raise DataError(
+            f"the guide's shape {guide.spatial_shape} is not the target's {target.spatial_shape} times "
+            f"the scale {list(factors)}: crop both with check_guide's windows first"
+        )
+    return factors
 
 
 def _crop(image: Image, shape: tuple[int, ...]) -> Image:

@@ -67,19 +67,21 @@ def check_data(recipe: Recipe | str) -> str:
     recipe = load_recipe(recipe) if not isinstance(recipe, Recipe) else recipe
     train_files, val_files = resolve_files(recipe)
     summary = check_data_files(recipe, train_files, val_files)
-    check_content([*train_files, *val_files])  # the pixels too: a truncated file fails now, not in an hour
+    # the pixels too (guides included): a truncated file fails now, not in an hour
+    check_content([*train_files, *val_files, *summary["guide_files"]])
     channels = int(summary["channels"])
-    _build_network(recipe, channels)  # a wrong model name or argument fails here, before training
+    _build_network(recipe, channels, summary["guide_channels"])  # a wrong model name or argument fails here
     return f"{len(train_files)} training and {len(val_files)} validation file(s), {channels} channel(s)"
 
 
-def _build_network(recipe: Recipe, channels: int) -> torch.nn.Module:
+def _build_network(recipe: Recipe, channels: int, guide_channels: int = 0) -> torch.nn.Module:
     from .nets import build_model
 
     return build_model(
         recipe.model.name,
         spatial_dims=recipe.data.spatial_dims,
         in_channels=channels,
+        guide_channels=guide_channels or None,
         scale=list(recipe.data.scale_tuple()),
         convention=_degradation(recipe).convention,
         **recipe.model.kwargs(),

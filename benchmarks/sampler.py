@@ -2,8 +2,10 @@
 
 Measures, in one run:
 
-* patches per second for 3D NIfTI patches (64^3 from the BRATS T1c volumes, kspace x2) and 2D
-  GeoTIFF patches (128^2 from the Sentinel-2 20 m stack, gaussian x2), with ``num_workers`` 0 and 2;
+* patches per second for 3D NIfTI patches (64^3 from the BRATS T1c volumes, kspace x2), 2D
+  GeoTIFF patches (128^2 from the Sentinel-2 20 m stack, gaussian x2) and guided 2D patches by
+  Wald's protocol (96^2 from the aligned Sentinel-2 20 m stack with its 10 m guide, DSen2's
+  degradation, as ``recipes/sentinel2_guided_x2.yaml``), with ``num_workers`` 0 and 2;
 * the time of one forward and backward pass of a small 3D convolutional network on the same batch,
   to tell whether the sampler limits training on this machine;
 * the peak Python-side memory (tracemalloc, which sees numpy buffers) and the process RSS while
@@ -158,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             sorted(glob.glob(str(args.data / "sat/sentinel2_18SVG/*_20m_*.tif"))),
             dict(spatial_dims=2, patch_size=128, degradation=Degradation("gaussian", (2, 2))),
             16,
+        ),
+        (
+            "Sentinel-2 20 m guided by 10 m, Wald x2 (aligned 18SVG, 6 + 4 bands)",
+            sorted(glob.glob(str(args.data / "sat/sentinel2_18SVG/aligned/*_20m.tif"))),
+            dict(
+                guides=sorted(glob.glob(str(args.data / "sat/sentinel2_18SVG/aligned/*_10m.tif"))),
+                spatial_dims=2,
+                patch_size=96,
+                degradation=Degradation("gaussian", (2, 2), {"sigma": 0.5}),
+                normalizer={"method": "fixed", "scale": 1e-4},
+            ),
+            8,
         ),
     ]
     mem_lines: list[str] = []

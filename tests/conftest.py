@@ -16,6 +16,8 @@ nodata_border=4, band_names=None, ...)``
     A UTM (EPSG:32618) uint16 3-band raster of 40 x 36 pixels with a 4-pixel nodata (0) collar.
 ``save_model_dir(folder, spatial_dims=2, channels=1, method="area", ...)``
     Saves a tiny untrained ``residual`` network as a run's ``model/`` folder and returns it.
+``pair_source(paths, *, deg, spatial_dims=2, patch=32, guides=None, ...)``
+    A :class:`~aesr_sci.data.source.PairSource` of the files (and their guides), for source tests.
 ``data_dir``
     The real data folder (``$AESR_SCI_DATA`` or ``/work/shared/data``); skips the test when absent.
 """
@@ -232,6 +234,42 @@ def save_model_dir(
         },
     )
     return folder / "model"
+
+
+def pair_source(
+    paths: Sequence[Any],
+    *,
+    deg: Any,
+    spatial_dims: int = 2,
+    patch: int | Sequence[int] = 32,
+    guides: Sequence[Any] | None = None,
+    normalizer: Any = None,
+    policy: str = "valid",
+    threshold: float = 0.01,
+    max_cached_bytes: int = 10**9,
+) -> Any:
+    """A :class:`~aesr_sci.data.source.PairSource` of ``paths`` (and their ``guides``) under ``deg``."""
+    from aesr_sci.data.normalize import Normalizer
+    from aesr_sci.data.source import PairSource, inspect_sources
+
+    sources = inspect_sources(
+        paths,
+        spatial_dims=spatial_dims,
+        patch_size=patch,
+        scale=deg.scale_for(spatial_dims),
+        slice_axis=2,
+        guides=guides,
+    )
+    return PairSource(
+        sources,
+        spatial_dims=spatial_dims,
+        slice_axis=2,
+        degradation=deg,
+        normalizer=normalizer or Normalizer(),
+        policy=policy,
+        foreground_threshold=threshold,
+        max_cached_bytes=max_cached_bytes,
+    )
 
 
 @pytest.fixture

@@ -619,7 +619,7 @@ def test_guides_can_be_set_from_the_command_line_in_the_order_of_the_paths():
     assert "guides:" in recipe.to_yaml()
 
 
-def test_train_check_stops_at_the_guided_model_until_training_takes_guides(tmp_path, make_geotiff):
+def test_train_check_passes_a_guided_recipe_with_aligned_guides(tmp_path, make_geotiff):
     from click.testing import CliRunner
 
     from aesr_sci.cli import main
@@ -653,5 +653,5 @@ def test_train_check_stops_at_the_guided_model_until_training_takes_guides(tmp_p
             "data.patch_size=32",
         ],
     )
-    assert result.exit_code == 2, result.output
-    assert "needs guide_channels" in result.output and len(result.output.strip().splitlines()) == 1
+    assert result.exit_code == 0, result.output
+    assert "1 training and 1 validation file(s), 6 channel(s)" in result.output

@@ -152,3 +152,11 @@ def test_fit_statistics_falls_back_accepts_a_decimated_sample_and_refuses_bad_in
         fit_statistics(x, np.zeros(x.shape[1:], bool), normalizer=norm, policy="valid")
     assert statistics_policy("nifti") == "foreground" and statistics_policy(["geotiff"]) == "valid"
     assert statistics_policy(["nifti", "geotiff"]) == "valid"
+
+
+def test_statistics_policy_of_an_image_made_in_memory() -> None:
+    from aesr_sci.data.normalize import statistics_policy
+
+    assert statistics_policy(None) == "valid"
+    assert statistics_policy("nifti") == "foreground"
+    assert statistics_policy(["nifti", "geotiff"]) == "valid"

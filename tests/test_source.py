@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import pair_source
 
 from aesr_sci.data.degrade import Degradation
 from aesr_sci.data.normalize import Normalizer
-from aesr_sci.data.source import PairSource, check_content, inspect_sources, value_range
+from aesr_sci.data.source import check_content, value_range
 from aesr_sci.errors import DataError
 from aesr_sci.spatial import Image, SpatialMeta
 
@@ -16,17 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecatio
 
 
 def _source(paths, *, deg, max_cached_bytes, policy="valid", patch=32):
-    sources = inspect_sources(paths, spatial_dims=2, patch_size=patch, scale=deg.scale_for(2), slice_axis=2)
-    return PairSource(
-        sources,
-        spatial_dims=2,
-        slice_axis=2,
-        degradation=deg,
-        normalizer=Normalizer(),
-        policy=policy,
-        foreground_threshold=0.01,
-        max_cached_bytes=max_cached_bytes,
-    )
+    return pair_source(paths, deg=deg, max_cached_bytes=max_cached_bytes, policy=policy, patch=patch)
 
 
 @pytest.mark.parametrize("params", [{}, {"sigma_jitter": 0.3}])
@@ -107,16 +98,7 @@ def test_statistics_are_those_inference_fits_on_the_degraded_input(tmp_path, mak
 
     path = make_nifti(tmp_path / "v.nii.gz", shape=(24, 20, 16))
     deg = Degradation("kspace", (2, 2, 2))
-    sources = inspect_sources([path], spatial_dims=3, patch_size=8, scale=(2, 2, 2), slice_axis=2)
-    source = PairSource(
-        sources,
-        spatial_dims=3,
-        slice_axis=2,
-        degradation=deg,
-        normalizer=Normalizer(),
-        policy="foreground",
-        foreground_threshold=0.05,
-    )
+    source = pair_source([path], deg=deg, spatial_dims=3, patch=8, policy="foreground", threshold=0.05)
     lq = degrade(read(path), scale=2, method="kspace")  # what evaluate and upscale see
     expected = fit_statistics(lq.data, lq.mask, normalizer=Normalizer(), policy="foreground")
     np.testing.assert_allclose(source.stats[0]["low"], expected["low"], rtol=1e-5, atol=1e-5)

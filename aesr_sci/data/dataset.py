@@ -4,7 +4,13 @@
 of :mod:`aesr_sci.data`: positions (:mod:`~aesr_sci.data.positions`, random or on a grid), the pair
 source that answers them (:mod:`~aesr_sci.data.source`: reading, caching, windows, degradation,
 statistics) and the assembly of one item (:mod:`~aesr_sci.data.item`: augmentation, noise,
-normalisation). Items are dicts keyed by role (``lq``, ``gt``, ``mask``, ``location``).
+normalisation). Items are dicts keyed by role (``lq``, ``gt``, ``mask``, ``location``, and
+``guide`` for guided data).
+
+* **Guided data (Wald's protocol).** With ``guides``, each file comes with its guide file(s) on the
+  output grid; the item's ``guide`` is the guide window (the target's window times the scale)
+  degraded by the same degradation, so it lies on the ``gt`` grid: the network learns
+  ``(lq, guide) -> gt`` from the product itself, as DSen2 does.
 
 * **Deterministic.** Item ``i`` of epoch ``e`` draws everything (file, position, augmentation, noise,
   blur jitter) from a generator seeded with ``(seed, e, i)``, so batches are identical whatever
@@ -59,6 +65,10 @@ class PairDataset(Dataset):
     paths
         NIfTI or GeoTIFF paths, read through :mod:`aesr_sci.io` (in-memory
         :class:`~aesr_sci.spatial.Image` objects are accepted too).
+    guides
+        Guided data: one entry per path, a guide on the output grid (a path or image) or a list of
+        them, finest first (coarser ones are brought onto the finest grid, see
+        :func:`~aesr_sci.guide.upsample_guide`). None: no guide.
     spatial_dims
         3 for volume patches; 2 for rasters, or for 2D slices of volumes along ``slice_axis``.
     patch_size
@@ -104,6 +114,10 @@ class PairDataset(Dataset):
     ----------
     stats
         Normalisation statistics per file (``dataset.stats[file_index]``).
+    guide_stats
+        The guides' own statistics per file (None entries without guides), fitted on the degraded guide.
+    guide_channels
+        Bands of the (joined) guide; 0 without guides.
     policy
         The mask policy the statistics were fitted with (recorded in ``model.json``).
     epoch
@@ -131,6 +145,7 @@ class PairDataset(Dataset):
         self,
         paths: Sequence[Any],
         *,
+        guides: Sequence[Any] | None = None,
         spatial_dims: int,
         patch_size: int | Sequence[int],
         degradation: Degradation | dict[str, Any],
@@ -163,8 +178,14 @@ class PairDataset(Dataset):
         self.spatial_dims, self.slice_axis = spatial_dims, slice_axis
         self.scale = degradation.scale_for(spatial_dims)
         self.sources = inspect_sources(
-            paths, spatial_dims=spatial_dims, patch_size=patch_size, scale=self.scale, slice_axis=slice_axis
+            paths,
+            spatial_dims=spatial_dims,
+            patch_size=patch_size,
+            scale=self.scale,
+            slice_axis=slice_axis,
+            guides=guides,
         )
+        self.guide_channels = self.sources[0].guide_channels
         self.patch_size = parse_patch(patch_size, spatial_dims)
         self.mode = mode
         self.samples_per_epoch = int(samples_per_epoch)
@@ -192,6 +213,7 @@ class PairDataset(Dataset):
             max_cached_bytes=max_cached_bytes,
         )
         self.stats = self.pairs.stats
+        self.guide_stats = self.pairs.guide_stats
         shapes = [s.shape for s in self.sources]
         patches = [s.patch for s in self.sources]
         if mode == "grid":
@@ -276,6 +298,7 @@ class PairDataset(Dataset):
             pair,
             normalizer=self.normalizer,
             stats=self.stats[position.file],
+            guide_stats=self.guide_stats[position.file],
             augmentation=aug,
             location=[position.file, *position.start],
             squeeze_axis=None if len(src.shape) == d else self.slice_axis,

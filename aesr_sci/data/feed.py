@@ -1,7 +1,9 @@
 """What a recipe's data section feeds training: its files, their checks, the degradation and the dataset.
 
 The training engine asks this module for everything it draws from ``recipe.data``: the training
-and validation files (globs expanded, the split made by file, never by patch), the checks made
+and validation files (globs expanded, the split made by file, never by patch), their guides
+(:func:`resolve_guides`: ``data.guides`` and ``data.val_guides`` paired with the targets entry by
+entry, globs expanded in the same sorted order), the checks made
 before any training (:func:`check_data_files` reads metadata only; :func:`check_content` reads the
 pixels, for ``aesr-sci train --check``), and the :class:`~aesr_sci.data.degrade.Degradation`,
 :class:`~aesr_sci.data.normalize.Normalizer` and :class:`~aesr_sci.data.dataset.PairDataset` built
@@ -35,6 +37,7 @@ __all__ = [
     "check_data_files",
     "expand_patterns",
     "resolve_files",
+    "resolve_guides",
 ]
 
 _STRIP_BYTES = 256 * 2**20  # content checks read larger files in strips of about this size
@@ -63,10 +66,13 @@ def expand_patterns(patterns: Sequence[str], key: str, source: str) -> list[str]
 def resolve_files(recipe: Recipe) -> tuple[list[str], list[str]]:
     """Training and validation files: globs expanded, the split made by file (never by patch).
 
-    With no ``data.paths`` the default sample is used (its own train and validation slabs).
+    With no ``data.paths`` the default sample is used (its own train and validation slabs). A
+    guided recipe's guides are paired here too, so that a count mismatch stops at once (see
+    :func:`resolve_guides`, which gives the guides of either split).
     """
     source = recipe.source or "recipe"
     d = recipe.data
+    _guide_table(recipe)
     if not d.paths:
         from .template import sample_paths
 
@@ -94,6 +100,59 @@ def resolve_files(recipe: Recipe) -> tuple[list[str], list[str]]:
     return [f for f in files if f not in val], val
 
 
+def resolve_guides(recipe: Recipe, files: Sequence[str]) -> list[tuple[str, ...]] | None:
+    """The guide files of each of ``files`` (from :func:`resolve_files`), in order; None without guides.
+
+    Entry ``i`` of ``data.guides`` guides entry ``i`` of ``data.paths`` (``data.val_guides`` the
+    ``data.val_paths``); a glob is expanded in sorted order, as its target's, and the ``k``-th match
+    guides the ``k``-th target. An entry that is a list gives several guide files per target
+    (finest first), each a glob of its own.
+
+    Raises
+    ------
+    RecipeError
+        A guide pattern matching another number of files than its target's (one line naming both
+        patterns and counts), or a file without a guide.
+    """
+    table = _guide_table(recipe)
+    if table is None:
+        return None
+    missing = [f for f in files if os.path.abspath(f) not in table]
+    if missing:
+        raise RecipeError(
+            f"{recipe.source or 'recipe'}: {missing[0]} has no guide: name it in data.paths with its guide "
+            "in data.guides (or in data.val_paths with data.val_guides)"
+        )
+    return [table[os.path.abspath(f)] for f in files]
+
+
+def _guide_table(recipe: Recipe) -> dict[str, tuple[str, ...]] | None:
+    """Each target file (absolute path) with its guide files, or None for a recipe without guides."""
+    source, d = recipe.source or "recipe", recipe.data
+    if not d.guides:
+        return None
+    table: dict[str, tuple[str, ...]] = {}
+    for key, paths, guides_key, guides in (
+        ("data.paths", d.paths, "data.guides", d.guides),
+        ("data.val_paths", d.val_paths, "data.val_guides", d.val_guides),
+    ):
+        for number, (pattern, entry) in enumerate(zip(paths, guides), start=1):
+            targets = expand_patterns([pattern], key, source)
+            columns = []
+            for guide in entry if isinstance(entry, list) else [entry]:
+                matches = expand_patterns([guide], guides_key, source)
+                if len(matches) != len(targets):
+                    raise RecipeError(
+                        f"{source}: {guides_key}: entry {number} {guide!r} matches {len(matches)} file(s) but "
+                        f"{key} entry {number} {pattern!r} matches {len(targets)}: give one guide file per "
+                        "target file (globs pair in sorted order)"
+                    )
+                columns.append(matches)
+            for k, target in enumerate(targets):
+                table.setdefault(os.path.abspath(target), tuple(column[k] for column in columns))
+    return table
+
+
 def build_degradation(recipe: Recipe) -> Degradation:
     """The recipe's degradation model (method, per-axis scale, parameters)."""
     from .degrade import Degradation
@@ -111,13 +170,15 @@ def build_normalizer(recipe: Recipe) -> Normalizer:
 
 def build_dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int) -> PairDataset:
     """The :class:`~aesr_sci.data.dataset.PairDataset` of ``files``: ``"random"`` for training
-    (augmentation and noise as the recipe says), ``"grid"`` for a deterministic sweep."""
+    (augmentation and noise as the recipe says), ``"grid"`` for a deterministic sweep; with their
+    guides (:func:`resolve_guides`) for a guided recipe, whose items then carry ``guide``."""
     from .dataset import PairDataset
 
     d = recipe.data
     noise_kind = d.degradation.noise_kind or METHODS[d.degradation.method].noise
     return PairDataset(
         list(files),
+        guides=resolve_guides(recipe, files),
         spatial_dims=d.spatial_dims,
         patch_size=d.patch_tuple(),
         degradation=build_degradation(recipe),
@@ -134,20 +195,31 @@ def build_dataset(recipe: Recipe, files: Sequence[str], *, mode: str, seed: int)
 
 
 def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequence[str]) -> dict[str, Any]:
-    """Check sizes and band counts of the resolved files from their metadata.
+    """Check sizes and band counts of the resolved files, and each (target, guide) pair, from their metadata.
 
     Returns
     -------
     dict
-        :func:`~aesr_sci.data.source.check_sources`'s summary, plus ``statistics``: the mask policy
-        the normalisation is fitted with (``{"policy", "threshold"}``), for ``model.json``.
+        :func:`~aesr_sci.data.source.check_sources`'s summary (with ``guide_channels``,
+        ``guide_band_names`` and ``guide_files`` for a guided recipe), plus ``statistics``: the mask
+        policy the normalisation is fitted with (``{"policy", "threshold"}``), for ``model.json``;
+        and for guides ``guide_statistics``: they are normalised by their own statistics, fitted
+        under the same policy (on the degraded guide in training, on the guide given at inference).
+
+    Raises
+    ------
+    RecipeError, DataError, MismatchError
+        Guides that do not pair with the files, or lie off their grid (one line naming both files
+        and the ``gdalwarp`` fix), or whose band counts differ.
     """
     from .normalize import FOREGROUND_THRESHOLD, statistics_policy
     from .source import check_sources
 
     d = recipe.data
+    files = [*train_files, *val_files]
     summary = check_sources(
-        list(train_files) + list(val_files),
+        files,
+        guides=resolve_guides(recipe, files),
         spatial_dims=d.spatial_dims,
         patch_size=d.patch_tuple(),
         scale=d.scale_tuple(),
@@ -160,6 +232,8 @@ def check_data_files(recipe: Recipe, train_files: Sequence[str], val_files: Sequ
         )
     policy = statistics_policy(summary["formats"][: len(train_files)])
     summary["statistics"] = {"policy": policy, "threshold": FOREGROUND_THRESHOLD}
+    if summary["guide_channels"]:  # the guide's own statistics, fitted the same way on the guide
+        summary["guide_statistics"] = dict(summary["statistics"])
     return summary
 
 

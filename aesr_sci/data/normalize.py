@@ -262,10 +262,10 @@ class Normalizer:
 def statistics_policy(formats: Any) -> str:
     """The mask policy for files of these formats: ``"foreground"`` for NIfTI (MRI), else ``"valid"``.
 
-    ``formats`` is one format name (``"nifti"``, ``"geotiff"``) or several; mixed formats get
-    ``"valid"``, which needs no notion of air.
+    ``formats`` is one format name (``"nifti"``, ``"geotiff"``) or several; mixed or unknown
+    (``None``: an image made in memory) formats get ``"valid"``, which needs no notion of air.
     """
-    names = {formats} if isinstance(formats, str) else set(formats)
+    names = {formats} if isinstance(formats, str) or formats is None else set(formats)
     return "foreground" if names == {"nifti"} else "valid"
 
 

@@ -17,7 +17,14 @@ patch start it returns the arrays of the pair, keyed by role (``gt``, ``valid``,
   dataset's mask policy: the normalisation statistics, the noise scale (99th percentile of
   ``|x|``) and the foreground level that marks the ``good`` voxels (valid and foreground).
 
-A guided pair (a guide image on the output grid) is one more role read through the same windows.
+**Guides (Wald's protocol).** A guided source pairs each target file with its guide file(s) on the
+output grid (checked by :func:`~aesr_sci.guide.check_guide`). Several guide files of one target
+(finest first, e.g. Sentinel-2's 10 m and 20 m bands guiding its 60 m bands) are joined on the
+finest grid by :func:`~aesr_sci.guide.upsample_guide` (linear, DSen2's choice; local, so windows
+join exactly as whole files). The guide window of a patch is the target's window times the scale;
+it is degraded by the same degradation as the target, which puts it on the target's own grid:
+the ``guide`` role has the ``gt`` patch's shape, and training needs no data finer than the product.
+Guides have their own statistics, fitted on their degraded twin under the same policy.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, MismatchError
+from ..guide import check_guide, guide_factor, upsample_guide
 from ..spatial import Image, SpatialMeta, per_axis
 from .degrade import Degradation
 from .normalize import Normalizer, fit_statistics, foreground_level, foreground_mask
 
 __all__ = [
+    "GuideFile",
     "PairSource",
     "SourceInfo",
     "check_content",
@@ -56,6 +65,20 @@ Window = Sequence[tuple[int, int]]
 
 
 @dataclass
+class GuideFile:
+    """One guide file of a target, read on its own grid and brought onto the finest guide's grid."""
+
+    name: str
+    path: str | None
+    image: Image | None
+    meta: SpatialMeta
+    channels: int
+    shape: tuple[int, ...]  # spatial extent used, on its own grid (file axes)
+    factor: tuple[int, ...]  # per file axis, from its grid onto the finest guide's (1 for the finest)
+    file_shape: tuple[int, ...]  # spatial shape on disk
+
+
+@dataclass
 class SourceInfo:
     """One input file (or in-memory image) checked against the patch and the scale."""
 
@@ -69,11 +92,19 @@ class SourceInfo:
     scale: tuple[int, ...]  # per file axis (1 on the slice axis)
     patch: tuple[int, ...]  # per file axis (1 on the slice axis)
     file_shape: tuple[int, ...]  # spatial shape on disk
+    guides: tuple[GuideFile, ...] = ()  # the guide files, finest first (none: not guided)
+
+    @property
+    def guide_channels(self) -> int:
+        """Bands of the joined guide (0: not guided)."""
+        return sum(g.channels for g in self.guides)
 
     @property
     def nbytes(self) -> int:
-        n = self.channels * math.prod(self.shape) * 4
-        return n + n // max(math.prod(self.scale), 1) + 2 * math.prod(self.shape)
+        voxels, up = math.prod(self.shape), math.prod(self.scale)
+        n = self.channels * voxels * 4
+        guide = self.guide_channels * voxels * 4 * (up + 1) + (up + 1) * voxels if self.guides else 0
+        return n + n // max(up, 1) + 2 * voxels + guide
 
 
 @dataclass
@@ -83,10 +114,15 @@ class _Loaded:
     good: np.ndarray | None  # valid and foreground, None = all
     lq: np.ndarray | None  # (C, *S / scale) float32, None when degraded on the fly
     lq_valid: np.ndarray | None
+    guide: np.ndarray | None = None  # (G, *S): the joined guide degraded onto the target's grid
+    guide_valid: np.ndarray | None = None
+    guide_hr: np.ndarray | None = None  # (G, *S * scale): kept when the guide is degraded on the fly
+    guide_hr_valid: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.gt, self.valid, self.good, self.lq, self.lq_valid)
+        arrays = (self.gt, self.valid, self.good, self.lq, self.lq_valid, self.guide, self.guide_valid)
+        arrays += (self.guide_hr, self.guide_hr_valid)
         return sum(a.nbytes for a in arrays if a is not None)
 
 
@@ -124,14 +160,18 @@ def inspect_sources(
     patch_size: int | Sequence[int],
     scale: Sequence[int],
     slice_axis: int,
+    guides: Sequence[Any] | None = None,
 ) -> list[SourceInfo]:
-    """Validate the sources against the patch and scale; raise DataError naming the file and sizes."""
+    """Validate the sources (and their guides, one entry per source) against the patch and scale;
+    raise DataError (MismatchError for a guide off the grid) naming the file and sizes."""
     if spatial_dims not in (2, 3):
         raise DataError(f"spatial_dims must be 2 or 3 (got {spatial_dims})")
     if isinstance(paths, (str, os.PathLike, Image)):
         paths = [paths]
     if len(paths) == 0:
         raise DataError("no input files: give at least one NIfTI or GeoTIFF path")
+    if guides is not None and len(guides) != len(paths):
+        raise DataError(f"{len(guides)} guide entries for {len(paths)} files: give one guide entry per file")
     patch = parse_patch(patch_size, spatial_dims)
     scale = tuple(int(s) for s in scale)
     bad = [(p, s) for p, s in zip(patch, scale) if p % s]
@@ -153,6 +193,9 @@ def inspect_sources(
         fpatch = file_axes(spatial_dims, file_dims, slice_axis, patch)
         spatial = shape[1:]
         cropped = tuple(n - n % s for n, s in zip(spatial, fscale))
+        guide_files: tuple[GuideFile, ...] = ()
+        if guides is not None:
+            guide_files, cropped = _inspect_guides(name, meta, spatial, fscale, guides[index], index)
         if any(c < p for c, p in zip(cropped, fpatch)):
             raise DataError(
                 f"{name}: spatial size {list(spatial)} is smaller than the patch {list(fpatch)} "
@@ -161,13 +204,61 @@ def inspect_sources(
         path = None if isinstance(src, Image) else os.fspath(src)
         image = src if isinstance(src, Image) else None
         sources.append(
-            SourceInfo(index, name, path, image, meta, shape[0], cropped, fscale, fpatch, tuple(spatial))
+            SourceInfo(
+                index, name, path, image, meta, shape[0], cropped, fscale, fpatch, tuple(spatial), guide_files
+            )
         )
     channels = sorted({s.channels for s in sources})
     if len(channels) > 1:
         detail = ", ".join(f"{s.name}: {s.channels}" for s in sources)
         raise DataError(f"files have different band/channel counts ({detail}): use files with the same bands")
+    if len({s.guide_channels for s in sources}) > 1:
+        detail = ", ".join(f"{s.guides[0].name}: {s.guide_channels}" for s in sources)
+        raise DataError(
+            f"guides have different band counts ({detail}): give guides with the same bands, in the same order"
+        )
     return sources
+
+
+def _inspect_guides(
+    name: str, meta: SpatialMeta, spatial: Sequence[int], fscale: Sequence[int], entry: Any, index: int
+) -> tuple[tuple[GuideFile, ...], tuple[int, ...]]:
+    """The guide files of one target checked against its grid (finest first), and the target's extent
+    that all of them cover, cropped to a multiple of the scale."""
+    entry = [entry] if isinstance(entry, (str, os.PathLike, Image)) else list(entry)
+    if not entry:
+        raise DataError(f"{name}: its guide entry names no file: give at least one guide")
+    found = []
+    extent = tuple(spatial)
+    for g in entry:
+        gname = f"<guide {index}>" if isinstance(g, Image) else os.fspath(g)
+        gmeta, gshape = _read_meta(g)
+        factor = guide_factor(found[0][1], gmeta, guide_name=gname) if found else (1,) * len(fscale)
+        if len(factor) != len(fscale) or any(s % f for s, f in zip(fscale, factor)):
+            raise MismatchError(
+                f"{gname}: its pixels are {list(factor)} times the first guide's, which does not divide the "
+                f"scale {list(fscale)} of {name}: give guides whose pixel sizes divide the target's"
+            )
+        rel = tuple(s // f for s, f in zip(fscale, factor))
+        label = f"{gname} (guide of {name})"
+        grid = check_guide(meta, gmeta, rel, target_shape=spatial, guide_shape=gshape, guide_name=label)
+        extent = tuple(min(e, b) for e, (_, b) in zip(extent, grid.target_window))
+        found.append((g, gmeta, gshape, factor, rel, gname))
+    extent = tuple(n - n % s for n, s in zip(extent, fscale))
+    files = tuple(
+        GuideFile(
+            gname,
+            None if isinstance(g, Image) else os.fspath(g),
+            g if isinstance(g, Image) else None,
+            gmeta,
+            gshape[0],
+            tuple(n * r for n, r in zip(extent, rel)),
+            factor,
+            tuple(gshape[1:]),
+        )
+        for g, gmeta, gshape, factor, rel, gname in found
+    )
+    return files, extent
 
 
 def check_sources(
@@ -177,6 +268,7 @@ def check_sources(
     patch_size: int | Sequence[int],
     scale: int | Sequence[int],
     slice_axis: int = 2,
+    guides: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Check that files can feed a :class:`~aesr_sci.data.dataset.PairDataset` before training, reading metadata only.
 
@@ -192,19 +284,25 @@ def check_sources(
         Integer factor, or one per axis of the patch.
     slice_axis
         Slice axis of 3D volumes when ``spatial_dims == 2``.
+    guides
+        Guided data: one entry per path, a guide file (or image) on the output grid or a list of
+        them, finest first; each is checked with :func:`~aesr_sci.guide.check_guide`.
 
     Returns
     -------
     dict
         ``files``, ``channels``, ``spatial_dims``, ``shapes`` (spatial, per file), ``formats``,
-        ``spacings``, ``voxels`` (total), ``band_names`` and ``dtype`` (of the first file) and
-        ``text`` (a one-line summary).
+        ``spacings``, ``voxels`` (total), ``band_names`` and ``dtype`` (of the first file),
+        ``guide_channels`` (0 without guides), ``guide_band_names`` (the joined guide's, of the
+        first file), ``guide_files`` (every guide path) and ``text`` (a one-line summary).
 
     Raises
     ------
     DataError
         Empty list, patch not divisible by the scale, a file smaller than the patch or of the wrong
-        dimensionality, files with different band counts (the message names the file and sizes).
+        dimensionality, files (or guides) with different band counts (the message names the file and sizes).
+    MismatchError
+        A guide off the target's grid (CRS, pixel size, corner: names both files and the fix).
     FileReadError
         A file is missing or unreadable.
 
@@ -218,7 +316,12 @@ def check_sources(
     """
     scale_t = per_axis(scale, spatial_dims)
     sources = inspect_sources(
-        paths, spatial_dims=spatial_dims, patch_size=patch_size, scale=scale_t, slice_axis=slice_axis
+        paths,
+        spatial_dims=spatial_dims,
+        patch_size=patch_size,
+        scale=scale_t,
+        slice_axis=slice_axis,
+        guides=guides,
     )
     patch = parse_patch(patch_size, spatial_dims)
     voxels = sum(math.prod(s.shape) for s in sources)
@@ -227,6 +330,9 @@ def check_sources(
         f"{n} file{'s' if n != 1 else ''}, {c} channel{'s' if c != 1 else ''}, {spatial_dims}D patches of "
         f"{list(patch)} at scale {list(scale_t)}, {voxels} voxels"
     )
+    first = sources[0].guides
+    if first:
+        text += f", guided by {sources[0].guide_channels} band(s)"
     return {
         "files": n,
         "channels": c,
@@ -237,6 +343,9 @@ def check_sources(
         "voxels": voxels,
         "band_names": list(sources[0].meta.band_names),
         "dtype": sources[0].meta.dtype,
+        "guide_channels": sources[0].guide_channels,
+        "guide_band_names": [n for g in first for n in (g.meta.band_names or ("",) * g.channels)],
+        "guide_files": [g.path for s in sources for g in s.guides if g.path is not None],
         "text": text,
     }
 
@@ -317,6 +426,7 @@ class PairSource:
         self._cache: OrderedDict[int, _Loaded] = OrderedDict()
         self._last_window: tuple[Any, tuple[np.ndarray, np.ndarray | None]] | None = None
         self.stats: list[dict[str, Any]] = []
+        self.guide_stats: list[dict[str, Any] | None] = []  # None for a file without guide
         self.robust: list[np.ndarray] = []
         self.levels: list[np.ndarray | None] = []
         for src in self.sources:
@@ -334,6 +444,11 @@ class PairSource:
             out.append(math.ceil(r / s) * s)
         return tuple(out)
 
+    @property
+    def guided(self) -> bool:
+        """Whether the files come with guides."""
+        return bool(self.sources and self.sources[0].guides)
+
     def windowed(self, src: SourceInfo) -> bool:
         """Whether ``src`` is read by windows (too large for the cache) rather than whole."""
         if src.image is not None or self.degradation.method == "kspace":
@@ -341,7 +456,9 @@ class PairSource:
         return src.nbytes > self.max_cached_bytes
 
     # -------------------------------------------------------------------------------- reading
-    def read(self, src: SourceInfo, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def read(
+        self, src: SourceInfo | GuideFile, window: Window | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Read ``window`` (per file axis) as float32 ``(C, *w)`` with its validity (None: all valid)."""
         if window is None:
             window = [(0, n) for n in src.shape]
@@ -362,6 +479,30 @@ class PairSource:
                 mask = None
         return np.ascontiguousarray(data), mask
 
+    def read_guide(self, src: SourceInfo, window: Window | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The joined guide of ``src`` over ``window`` (per file axis, in pixels of the finest guide;
+        None: the whole extent), float32 ``(G, *w)``, valid where every guide file is valid.
+
+        A coarser guide file is read with one pixel of margin, brought onto the finest grid by
+        :func:`~aesr_sci.guide.upsample_guide` and cropped, which gives the whole file's values.
+        """
+        if window is None:
+            window = [(0, n * s) for n, s in zip(src.shape, src.scale)]
+        parts, masks = [], []
+        for g in src.guides:
+            pad = [int(f > 1) for f in g.factor]
+            coarse = [
+                (max(0, a // f - m), min(n, -(-b // f) + m))
+                for (a, b), f, m, n in zip(window, g.factor, pad, g.shape)
+            ]
+            data, valid = upsample_guide(*self.read(g, coarse), g.factor)
+            region = tuple(slice(a - c * f, b - c * f) for (a, b), (c, _), f in zip(window, coarse, g.factor))
+            parts.append(data[(slice(None), *region)])
+            masks.append(None if valid is None else valid[region])
+        present = [m for m in masks if m is not None]
+        mask = np.logical_and.reduce(present) if present else None
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32), mask
+
     def _load(self, src: SourceInfo) -> _Loaded:
         """The whole file (and its precomputed low-resolution twin), through the LRU cache."""
         cached = self._cache.get(src.index)
@@ -374,6 +515,12 @@ class PairSource:
             lq, lq_valid = self.degrade(gt, valid, self.degradation)
         level = self.levels[src.index] if src.index < len(self.levels) else None
         loaded = _Loaded(gt, valid, foreground_mask(gt, valid, level), lq, lq_valid)
+        if src.guides:
+            hr, hr_valid = self.read_guide(src, None)
+            if self._precompute:  # the full-resolution guide is not needed again
+                loaded.guide, loaded.guide_valid = self.degrade(hr, hr_valid, self.degradation)
+            else:
+                loaded.guide_hr, loaded.guide_hr_valid = hr, hr_valid
         self._cache[src.index] = loaded
         total = sum(v.nbytes for v in self._cache.values())
         while total > self.max_cached_bytes and len(self._cache) > 1:
@@ -443,12 +590,28 @@ class PairSource:
         )
         values = gt[:, valid] if valid is not None else gt.reshape(gt.shape[0], -1)
         self.robust.append(np.percentile(np.abs(values), 99, axis=1).astype(np.float32))
+        self.guide_stats.append(self._fit_guide(src) if src.guides else None)
+
+    def _fit_guide(self, src: SourceInfo) -> dict[str, Any]:
+        """Statistics of the joined guide, fitted on its degraded twin (the guide the network gets)."""
+        if self.windowed(src):
+            lq, lq_valid = self._sample_windows(src, guide=True)[2:]
+        else:
+            loaded = self._load(src)
+            lq, lq_valid = loaded.guide, loaded.guide_valid
+            if lq is None:
+                lq, lq_valid = self.degrade(loaded.guide_hr, loaded.guide_hr_valid, self.degradation)
+        check_content(f"{src.guides[0].name} (guide of {src.name})", *value_range(lq, lq_valid))
+        return fit_statistics(
+            lq, lq_valid, normalizer=self.normalizer, policy=self.policy, threshold=self.threshold
+        )
 
     def _sample_windows(
-        self, src: SourceInfo, per_axis: int = 4, size: int = 256
+        self, src: SourceInfo, per_axis: int = 4, size: int = 256, *, guide: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(gt, valid, lq, lq_valid)`` values, ``(C, N)`` and ``(N,)``, of a grid of windows spread
-        over a large raster and of their degradation: statistics with bounded memory."""
+        over a large raster and of their degradation: statistics with bounded memory. ``guide``:
+        of the joined guide over the same windows times the scale."""
         import itertools
 
         axes = []
@@ -460,7 +623,10 @@ class PairSource:
             axes.append([(int(a), int(a) + w) for a in starts])
         parts: list[list[np.ndarray]] = [[], [], [], []]
         for window in itertools.product(*axes):
-            gt, valid = self.read(src, window)
+            if guide:
+                gt, valid = self.read_guide(src, [(a * s, b * s) for (a, b), s in zip(window, src.scale)])
+            else:
+                gt, valid = self.read(src, window)
             lq, lq_valid = self.degrade(gt, valid, self.degradation)
             for part, (data, mask) in zip((parts[:2], parts[2:]), ((gt, valid), (lq, lq_valid))):
                 part[0].append(data.reshape(data.shape[0], -1))
@@ -480,13 +646,23 @@ class PairSource:
         return np.concatenate(values, axis=1)
 
     # ------------------------------------------------------------------------------- patches
+    def _margin_window(
+        self, src: SourceInfo, start: Sequence[int], stop: Sequence[int], up: Sequence[int]
+    ) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+        """The window around ``[start, stop) * up`` with the blur margin (clamped to the extent
+        ``src.shape * up``), and the offset of the patch in it; ``up`` is 1 (target) or the scale (guide)."""
+        margin = file_axes(self.spatial_dims, len(src.shape), self.slice_axis, self.margin)
+        window = tuple(
+            (max(0, a * u - m), min(n * u, b * u + m))
+            for a, b, m, n, u in zip(start, stop, margin, src.shape, up)
+        )
+        return window, tuple(a * u - w[0] for a, u, w in zip(start, up, window))
+
     def _window_with_margin(
         self, src: SourceInfo, start: Sequence[int], stop: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
         """GT window around a patch with the blur margin (clamped to the file); offset of the patch in it."""
-        margin = file_axes(self.spatial_dims, len(src.shape), self.slice_axis, self.margin)
-        window = tuple((max(0, a - m), min(n, b + m)) for a, b, m, n in zip(start, stop, margin, src.shape))
-        offset = tuple(a - w[0] for a, w in zip(start, window))
+        window, offset = self._margin_window(src, start, stop, [1] * len(start))
         if not self.windowed(src):
             loaded = self._load(src)
             region = tuple(slice(a, b) for a, b in window)
@@ -497,6 +673,20 @@ class PairSource:
             self._last_window = (key, self.read(src, window))
         gt, valid = self._last_window[1]
         return gt, valid, offset
+
+    def _degraded_crop(
+        self,
+        data: np.ndarray,
+        valid: np.ndarray | None,
+        deg: Degradation,
+        offset: Sequence[int],
+        size: Sequence[int],
+        scale: Sequence[int],
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Degrade a window and crop ``size`` degraded pixels at ``offset`` (window pixels) divided by the scale."""
+        lq, lq_valid = self.degrade(data, valid, deg)
+        lo = tuple(slice(o // s, o // s + n) for o, n, s in zip(offset, size, scale))
+        return lq[(slice(None), *lo)], (lq_valid[lo] if lq_valid is not None else None)
 
     def valid_fraction(self, src: SourceInfo, start: Sequence[int]) -> float:
         """Fraction of valid foreground voxels of the patch at ``start`` (a windowed file is read)."""
@@ -515,9 +705,19 @@ class PairSource:
         self, src: SourceInfo, start: Sequence[int], deg: Degradation, *, shift: Sequence[int] | None = None
     ) -> dict[str, np.ndarray | None]:
         """The pair at ``start`` keyed by role: ``gt``, ``valid``, ``good`` (high-resolution grid),
-        ``lq``, ``lq_valid`` (low-resolution grid). ``shift`` moves the gt crop back (origin
-        convention under flips); ``deg`` may be a randomised copy of the nominal degradation."""
+        ``lq``, ``lq_valid`` (low-resolution grid), and for a guided source ``guide``, ``guide_valid``
+        (the guide degraded onto the ``gt`` grid, cropped where ``gt`` is). ``shift`` moves the gt
+        crop back (origin convention under flips); ``deg`` may be a randomised copy of the nominal
+        degradation, and degrades the target and its guide alike."""
         shift = shift or [0] * len(start)
+        out = self._target_pair(src, start, deg, shift)
+        if src.guides:
+            out |= self._guide_pair(src, [a - sh for a, sh in zip(start, shift)], deg)
+        return out
+
+    def _target_pair(
+        self, src: SourceInfo, start: Sequence[int], deg: Degradation, shift: Sequence[int]
+    ) -> dict[str, np.ndarray | None]:
         stop = [a + p for a, p in zip(start, src.patch)]
         gt_sl = tuple(slice(a - sh, b - sh) for a, b, sh in zip(start, stop, shift))
         level = self.levels[src.index]
@@ -539,8 +739,30 @@ class PairSource:
             valid = window_valid[inner] if window_valid is not None else None
             gt = window[(slice(None), *inner)]
             out = {"gt": gt, "valid": valid, "good": foreground_mask(gt, valid, level)}
-        lq, lq_valid = self.degrade(window, window_valid, deg)
-        lo = tuple(slice(o // s, o // s + p // s) for o, p, s in zip(offset, src.patch, src.scale))
-        out["lq"] = lq[(slice(None), *lo)]
-        out["lq_valid"] = lq_valid[lo] if lq_valid is not None else None
+        low = [p // s for p, s in zip(src.patch, src.scale)]
+        out["lq"], out["lq_valid"] = self._degraded_crop(window, window_valid, deg, offset, low, src.scale)
         return out
+
+    def _guide_pair(
+        self, src: SourceInfo, start: Sequence[int], deg: Degradation
+    ) -> dict[str, np.ndarray | None]:
+        """The joined guide's window ``[start, start + patch) * scale`` degraded by ``deg`` onto the
+        target's grid (Wald's protocol), from the cache or read by windows."""
+        loaded = None if self.windowed(src) else self._load(src)
+        if loaded is not None and loaded.guide is not None:  # precomputed with the nominal degradation
+            region = tuple(slice(a, a + p) for a, p in zip(start, src.patch))
+            valid = loaded.guide_valid
+            return {
+                "guide": loaded.guide[(slice(None), *region)],
+                "guide_valid": None if valid is None else valid[region],
+            }
+        stop = [a + p for a, p in zip(start, src.patch)]
+        window, offset = self._margin_window(src, start, stop, src.scale)
+        if loaded is None:
+            data, valid = self.read_guide(src, window)
+        else:
+            region = tuple(slice(a, b) for a, b in window)
+            data = np.ascontiguousarray(loaded.guide_hr[(slice(None), *region)])  # type: ignore[index]
+            valid = None if loaded.guide_hr_valid is None else loaded.guide_hr_valid[region]
+        guide, guide_valid = self._degraded_crop(data, valid, deg, offset, src.patch, src.scale)
+        return {"guide": guide, "guide_valid": guide_valid}
