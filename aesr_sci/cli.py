@@ -108,6 +108,29 @@ def _parse_scale(_ctx: click.Context, param: click.Parameter, value: str | None)
     return parts[0] if len(parts) == 1 else parts
 
 
+def _raster_options(func: F) -> F:
+    """``--bands`` and ``--nodata``: which bands of a raster to read, and fill it does not flag."""
+    func = click.option(
+        "--nodata",
+        type=float,
+        default=None,
+        help="Rasters: a fill value the file does not flag (e.g. Landsat's 0); outputs flag it.",
+    )(func)
+    return click.option(
+        "--bands",
+        default=None,
+        metavar="LIST",
+        help="Rasters: bands to use, in order, by 1-based number or description (5,6,7 or B5,B6,B7).",
+    )(func)
+
+
+def _dtype_option(func: F) -> F:
+    """``--dtype``: the outputs' data type."""
+    return click.option(
+        "--dtype", default=None, help="Output data type, e.g. float32 (default: the input's)."
+    )(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="aesr-sci")
 @click.option("-v", "--verbose", count=True, help="More log messages (repeat for debug).")
@@ -175,6 +198,8 @@ def info(path: str, as_json: bool) -> None:
 )
 @click.option("--seed", type=int, default=None, help="Random seed for the noise.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_raster_options
+@_dtype_option
 @_user_errors
 def degrade(
     input: str,
@@ -186,6 +211,9 @@ def degrade(
     noise: float,
     seed: int | None,
     overwrite: bool,
+    bands: str | None,
+    nodata: float | None,
+    dtype: str | None,
 ) -> None:
     """Degrade INPUT by SCALE and write the low-resolution OUTPUT with its correct geometry.
 
@@ -201,18 +229,19 @@ def degrade(
     """
     from .data.degrade import degrade as degrade_api
     from .fileutil import check_output
-    from .io import read, write
+    from .io import parse_dtype, read, write
 
     check_output(output, overwrite=overwrite, inputs=[input])
+    dtype = parse_dtype(dtype)
     params: dict[str, Any] = {}
     if sigma is not None:
         params["sigma"] = sigma
     if method == "slice":
         params["gap"] = gap
-    image = read(input)
+    image = read(input, bands=bands, nodata=nodata)
     scale = per_axis(scale, image.spatial_dims, name=f"{input}: --scale")
     lq = degrade_api(image, scale=scale, method=method, noise=noise, seed=seed, **params)
-    write(lq, output, overwrite=overwrite)
+    write(lq, output, overwrite=overwrite, dtype=dtype)
     click.echo(
         f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {'x'.join(map(str, scale))})",
         err=True,
@@ -317,6 +346,8 @@ def train(
 @click.option("--cog", is_flag=True, help="GeoTIFF: write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that exist as they are (resume a batch).")
+@_raster_options
+@_dtype_option
 @click.pass_context
 @_user_errors
 def upscale(
@@ -332,6 +363,9 @@ def upscale(
     cog: bool,
     overwrite: bool,
     skip_existing: bool,
+    bands: str | None,
+    nodata: float | None,
+    dtype: str | None,
 ) -> None:
     """Upscale INPUT... into OUTPUT with MODEL (a training run directory or a model.json file).
 
@@ -344,6 +378,7 @@ def upscale(
     Example:
       aesr-sci upscale runs/mri_x2 t1_2mm.nii.gz t1_1mm.nii.gz
       aesr-sci upscale runs/s2_x2 tiles/ tiles_x2/ --tta
+      aesr-sci upscale runs/l8_x2 LC08_stack.tif out.tif --bands 2,3,4,5,6,7 --nodata 0 --dtype float32
     """
     from .infer import upscale_files
 
@@ -365,6 +400,9 @@ def upscale(
         overwrite=overwrite,
         skip_existing=skip_existing,
         progress=not ctx.obj["quiet"],
+        bands=bands,
+        nodata=nodata,
+        dtype=dtype,
     )
     for path in written:
         click.echo(str(path))

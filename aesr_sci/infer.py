@@ -306,7 +306,7 @@ def _provenance(model: LoadedModel, *, tta: bool, consistency: bool) -> dict[str
 
 
 def upscale(
-    image: Image | str | os.PathLike[str],
+    image: Any,
     model: LoadedModel | str | os.PathLike[str],
     *,
     patch_size: int | Sequence[int] | None = None,
@@ -315,14 +315,20 @@ def upscale(
     device: str | torch.device | None = None,
     tta: bool = False,
     consistency: bool = False,
-    progress: bool = False,
-) -> Image:
+    progress: bool | None = None,
+    affine: Any = None,
+    crs: Any = None,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+) -> Any:
     """Super-resolve an image with a trained model; the result carries its new metadata.
 
     Parameters
     ----------
     image
-        An :class:`~aesr_sci.spatial.Image` or a NIfTI/GeoTIFF path.
+        An :class:`~aesr_sci.spatial.Image`, a NIfTI/GeoTIFF path, a numpy array with ``affine``
+        (channel first), a nibabel image, an open rasterio dataset or an xarray ``DataArray`` with
+        rioxarray metadata; the result is of the same kind (see :mod:`aesr_sci.io.objects`).
     model
         A :class:`~aesr_sci.checkpoint.LoadedModel`, a run directory or a ``model.json``.
     patch_size
@@ -337,12 +343,21 @@ def upscale(
         Average over flips and in-plane 90-degree rotations (never across an anisotropic axis).
     consistency
         Project the output so that the model's degradation applied to it reproduces the input.
+    progress
+        Show a progress bar; default: in a terminal or a notebook.
+    affine, crs
+        For a numpy array: a volume's 4x4 voxel-to-world matrix, or a raster's rasterio
+        ``Affine`` transform and its CRS.
+    bands, nodata
+        Rasters: the bands to use, by 1-based number or description, and a fill value the data
+        does not flag (see :func:`aesr_sci.io.read`).
 
     Returns
     -------
-    Image
+    Image or the kind given
         Float32 data in the input's units, ``meta.dtype`` kept (the writer rounds and clips
-        integers), affine zoomed by the model's scale under its grid convention, mask upsampled.
+        integers), affine zoomed by the model's scale under its grid convention, mask upsampled;
+        as the same kind of object as ``image`` (an ``Image`` for a path).
 
     Raises
     ------
@@ -356,11 +371,48 @@ def upscale(
     >>> out.meta.spacing  # doctest: +SKIP
     (1.0, 1.0, 1.0)
     """
-    from .data.normalize import Normalizer, fit_statistics
-    from .io import read
+    from .io import from_image, to_image
 
-    source = str(image) if not isinstance(image, Image) else "input"
-    img = read(image) if not isinstance(image, Image) else image
+    source = str(image) if isinstance(image, (str, os.PathLike)) else "input"
+    img, kind = to_image(image, affine=affine, crs=crs, bands=bands, nodata=nodata)
+    out = _upscale_image(
+        img,
+        model,
+        source,
+        patch_size=patch_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        tta=tta,
+        consistency=consistency,
+        progress=interactive() if progress is None else progress,
+    )
+    return from_image(out, kind)
+
+
+def interactive() -> bool:
+    """True in a terminal or a notebook: where progress bars are shown by default."""
+    import sys
+
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _upscale_image(
+    img: Image,
+    model: LoadedModel | str | os.PathLike[str],
+    source: str,
+    *,
+    patch_size: int | Sequence[int] | None,
+    overlap: float,
+    batch_size: int,
+    device: str | torch.device | None,
+    tta: bool,
+    consistency: bool,
+    progress: bool,
+) -> Image:
+    """:func:`upscale` of an :class:`Image`."""
+    from .data.normalize import Normalizer, fit_statistics
+
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     check_fit(loaded, img, source)
     dev = select_device(device)
@@ -419,8 +471,14 @@ def _is_image(path: Path) -> bool:
 def _plan(
     inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]
 ) -> list[tuple[Path, Path]]:
+    from .io import is_gdal_virtual
+
     ins = [Path(p) for p in inputs]
     out = Path(output)
+    if any(is_gdal_virtual(p) for p in inputs):  # GDAL paths (/vsizip//abs/a.zip/b.tif) stay text
+        if len(ins) > 1 or out.is_dir():
+            return [(str(p), out / Path(p).name) for p in inputs]  # type: ignore[misc]
+        return [(str(inputs[0]), out)]  # type: ignore[list-item]
     if len(ins) == 1 and ins[0].is_dir():
         files = sorted(p for p in ins[0].iterdir() if _is_image(p))
         if not files:
@@ -441,7 +499,12 @@ def _plan(
 
 
 def _check_batch(
-    loaded: LoadedModel, plan: Sequence[tuple[Path, Path]], *, overwrite: bool, skip_existing: bool
+    loaded: LoadedModel,
+    plan: Sequence[tuple[Path, Path]],
+    *,
+    overwrite: bool,
+    skip_existing: bool,
+    select: dict[str, Any] | None = None,
 ) -> list[tuple[Path, Path, Any, tuple[int, ...]]]:
     """Check every input and output of a batch before any work; drop outputs to skip.
 
@@ -462,7 +525,7 @@ def _check_batch(
         seen[key] = src
     todo, warned = [], False
     for src, dst in plan:
-        meta, shape = read_meta(src)
+        meta, shape = read_meta(src, **(select or {}))
         check_fit(loaded, Image(np.zeros((shape[0],) + (1,) * (len(shape) - 1), np.float32), meta), str(src))
         note = check_spacing(loaded, meta.spacing, str(src))
         if note and not warned:
@@ -495,6 +558,9 @@ def upscale_files(
     progress: bool = False,
     stream: bool | None = None,
     block: int = 1024,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+    dtype: str | None = None,
 ) -> list[Path]:
     """Upscale files into files (the command line's ``upscale``); returns the written paths.
 
@@ -504,14 +570,19 @@ def upscale_files(
     file behind. GeoTIFFs are streamed block
     by block (``block`` input pixels a side, with a halo) when ``stream`` is true, or, by default,
     when they hold more than 64 Mi pixel values; peak memory then depends on ``block``, not on the
-    raster.
+    raster. ``bands`` and ``nodata`` select bands and declare fill as :func:`aesr_sci.io.read`
+    does, ``dtype`` is the outputs' data type (default the inputs').
     """
     from tqdm.auto import tqdm
 
-    from .io import read, write
+    from .io import parse_dtype, read, write
 
+    dtype = parse_dtype(dtype)
+    select = {"bands": bands, "nodata": nodata}
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    plan = _check_batch(loaded, _plan(inputs, output), overwrite=overwrite, skip_existing=skip_existing)
+    plan = _check_batch(
+        loaded, _plan(inputs, output), overwrite=overwrite, skip_existing=skip_existing, select=select
+    )
     if plan and (len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
     written = []
@@ -533,10 +604,12 @@ def upscale_files(
                 overwrite=overwrite,
                 progress=progress,
                 block=block,
+                select=select,
+                dtype=dtype,
             )
         else:
             out = upscale(
-                read(src),
+                read(src, **select),
                 loaded,
                 patch_size=patch_size,
                 overlap=overlap,
@@ -546,7 +619,7 @@ def upscale_files(
                 consistency=consistency,
                 progress=progress,
             )
-            write(out, dst, overwrite=overwrite, cog=cog)
+            write(out, dst, overwrite=overwrite, cog=cog, dtype=dtype)
         log.info("wrote %s", dst)
         written.append(dst)
     return written
@@ -568,6 +641,8 @@ def _upscale_streaming(
     overwrite: bool,
     progress: bool,
     block: int = 1024,
+    select: dict[str, Any] | None = None,
+    dtype: Any = None,
 ) -> None:
     """Block-by-block upscaling of a large GeoTIFF: memory depends on ``block``, not the raster."""
     from tqdm.auto import tqdm
@@ -585,12 +660,12 @@ def _upscale_streaming(
     )
     out_shape = (int(shape[0]), rows * scale[0], cols * scale[1])
     blocks = [(r, c) for r in range(0, rows, block) for c in range(0, cols, block)]
-    with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog) as sink:
-        for r0, c0 in tqdm(blocks, desc=f"blocks of {src.name}", disable=not progress, unit="block"):
+    with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog, dtype=dtype) as sink:
+        for r0, c0 in tqdm(blocks, desc=f"blocks of {Path(src).name}", disable=not progress, unit="block"):
             r1, c1 = min(r0 + block, rows), min(c0 + block, cols)
             hr0, hc0 = max(0, r0 - halo), max(0, c0 - halo)
             hr1, hc1 = min(rows, r1 + halo), min(cols, c1 + halo)
-            tile = read(src, window=((hr0, hr1), (hc0, hc1)))
+            tile = read(src, window=((hr0, hr1), (hc0, hc1)), **(select or {}))
             up = upscale(
                 tile,
                 loaded,

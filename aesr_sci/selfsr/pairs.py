@@ -125,7 +125,9 @@ class InPlanePairs(Dataset):
                 f"the patch {list(patch)}: use a smaller patch_size"
             )
         data = np.asarray(image.data, dtype=np.float32)
-        valid = np.ones(image.spatial_shape, bool) if image.mask is None else np.asarray(image.common_mask, bool)
+        valid = (
+            np.ones(image.spatial_shape, bool) if image.mask is None else np.asarray(image.common_mask, bool)
+        )
         levels = foreground_levels(data, valid, foreground_threshold)
         good = valid & (data > levels[:, None, None, None]).any(0)
         data = np.where(valid[None], data, np.float32(0.0))
