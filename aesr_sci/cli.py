@@ -230,8 +230,11 @@ def degrade(
     from .data.degrade import degrade as degrade_api
     from .fileutil import check_output
     from .io import parse_dtype, read, write
+    from .io.bids import sidecar_path, write_output_sidecar
 
     check_output(output, overwrite=overwrite, inputs=[input])
+    if sidecar_path(output) is not None:
+        check_output(sidecar_path(output), overwrite=overwrite, inputs=[input])
     dtype = parse_dtype(dtype)
     params: dict[str, Any] = {}
     if sigma is not None:
@@ -242,6 +245,7 @@ def degrade(
     scale = per_axis(scale, image.spatial_dims, name=f"{input}: --scale")
     lq = degrade_api(image, scale=scale, method=method, noise=noise, seed=seed, **params)
     write(lq, output, overwrite=overwrite, dtype=dtype)
+    write_output_sidecar(output, lq.meta.provenance, source=input, overwrite=overwrite)
     click.echo(
         f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {'x'.join(map(str, scale))})",
         err=True,
@@ -348,6 +352,11 @@ def train(
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that exist as they are (resume a batch).")
 @_raster_options
 @_dtype_option
+@click.option(
+    "--bids",
+    is_flag=True,
+    help="INPUT is a BIDS dataset folder and OUTPUT its derivative folder (e.g. bids/derivatives/aesr-sci).",
+)
 @click.pass_context
 @_user_errors
 def upscale(
@@ -366,6 +375,7 @@ def upscale(
     bands: str | None,
     nodata: float | None,
     dtype: str | None,
+    bids: bool,
 ) -> None:
     """Upscale INPUT... into OUTPUT with MODEL (a training run directory or a model.json file).
 
@@ -373,12 +383,16 @@ def upscale(
     directory. Outputs keep their metadata (affine or transform, CRS, band names, nodata, dtype)
     with the grid moved exactly as the model's degradation defines. Every input and output name is
     checked before the first file is processed; --skip-existing resumes an interrupted batch.
+    A NIfTI output gets a JSON sidecar (out.json) with its provenance; with --bids, the BIDS
+    dataset INPUT upscales into BIDS-derivative names under OUTPUT
+    (sub-01/anat/sub-01_desc-superres_T1w.nii.gz).
 
     \b
     Example:
       aesr-sci upscale runs/mri_x2 t1_2mm.nii.gz t1_1mm.nii.gz
       aesr-sci upscale runs/s2_x2 tiles/ tiles_x2/ --tta
       aesr-sci upscale runs/l8_x2 LC08_stack.tif out.tif --bands 2,3,4,5,6,7 --nodata 0 --dtype float32
+      aesr-sci upscale runs/mri_x2 bids/ bids/derivatives/aesr-sci --bids
     """
     from .infer import upscale_files
 
@@ -403,6 +417,7 @@ def upscale(
         bands=bands,
         nodata=nodata,
         dtype=dtype,
+        bids=bids,
     )
     for path in written:
         click.echo(str(path))

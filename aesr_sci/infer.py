@@ -512,6 +512,7 @@ def _check_batch(
     """
     from .fileutil import check_output
     from .io import read_meta
+    from .io.bids import sidecar_path
 
     sources = [src for src, _ in plan]
     seen: dict[str, Path] = {}
@@ -537,6 +538,8 @@ def _check_batch(
             continue
         if dst.parent.is_dir() or len(plan) == 1:
             check_output(dst, overwrite=overwrite, inputs=sources)
+            if sidecar_path(dst) is not None:
+                check_output(sidecar_path(dst), overwrite=overwrite, inputs=sources)
         todo.append((src, dst, meta, shape))
     return todo
 
@@ -561,6 +564,7 @@ def upscale_files(
     bands: Sequence[int | str] | str | None = None,
     nodata: float | None = None,
     dtype: str | None = None,
+    bids: bool = False,
 ) -> list[Path]:
     """Upscale files into files (the command line's ``upscale``); returns the written paths.
 
@@ -572,6 +576,11 @@ def upscale_files(
     when they hold more than 64 Mi pixel values; peak memory then depends on ``block``, not on the
     raster. ``bands`` and ``nodata`` select bands and declare fill as :func:`aesr_sci.io.read`
     does, ``dtype`` is the outputs' data type (default the inputs').
+
+    Each NIfTI output gets a BIDS-style JSON sidecar (``out.json`` beside ``out.nii.gz``) with its
+    provenance (see :mod:`aesr_sci.io.bids`); it is checked, written and removed with its image.
+    With ``bids``, ``inputs`` is one BIDS dataset folder and ``output`` the derivative dataset:
+    ``sub-01/anat/sub-01_T1w.nii.gz`` becomes ``output/sub-01/anat/sub-01_desc-superres_T1w.nii.gz``.
     """
     from tqdm.auto import tqdm
 
@@ -580,11 +589,14 @@ def upscale_files(
     dtype = parse_dtype(dtype)
     select = {"bands": bands, "nodata": nodata}
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    plan = _check_batch(
-        loaded, _plan(inputs, output), overwrite=overwrite, skip_existing=skip_existing, select=select
-    )
-    if plan and (len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
+    pairs = _bids_pairs(inputs, output) if bids else _plan(inputs, output)
+    plan = _check_batch(loaded, pairs, overwrite=overwrite, skip_existing=skip_existing, select=select)
+    if plan and (bids or len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
+    if bids:
+        from .io.bids import write_dataset_description
+
+        write_dataset_description(inputs[0], output)
     written = []
     for src, dst, meta, shape in tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"):
         streaming = math.prod(shape) > _STREAM_PIXELS if stream is None else stream
@@ -619,10 +631,34 @@ def upscale_files(
                 consistency=consistency,
                 progress=progress,
             )
+            dst.parent.mkdir(parents=True, exist_ok=True)
             write(out, dst, overwrite=overwrite, cog=cog, dtype=dtype)
+            _sidecar(
+                dst, src, loaded, out.meta.provenance, overwrite=overwrite, root=inputs[0] if bids else None
+            )
         log.info("wrote %s", dst)
         written.append(dst)
     return written
+
+
+def _bids_pairs(inputs: Sequence[Any], output: Any) -> list[tuple[Path, Path]]:
+    """The ``(input, output)`` pairs of a BIDS dataset folder (see :func:`aesr_sci.io.bids.bids_plan`)."""
+    from .errors import ParameterError
+    from .io.bids import bids_plan
+
+    if len(inputs) != 1:
+        raise ParameterError(f"--bids takes one BIDS dataset folder, got {len(inputs)} inputs")
+    return bids_plan(inputs[0], output)
+
+
+def _sidecar(
+    dst: Path, src: Any, loaded: LoadedModel, provenance: Any, *, overwrite: bool, root: Any = None
+) -> None:
+    """The JSON sidecar of a NIfTI output (its source as a BIDS URI in a BIDS dataset)."""
+    from .io.bids import write_output_sidecar
+
+    uri = f"bids:raw:{Path(src).relative_to(root).as_posix()}" if root is not None else None
+    write_output_sidecar(dst, provenance, source=src, model=loaded.path, overwrite=overwrite, source_uri=uri)
 
 
 def _upscale_streaming(
