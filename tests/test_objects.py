@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,29 @@ def test_image_and_path_still_give_an_image(tmp_path: Path) -> None:
     path = write_geotiff(tmp_path / "s.tif", bands=1, height=8, width=8)
     assert isinstance(aesr_sci.upscale(path, RASTER_MODEL), Image)
     assert isinstance(aesr_sci.upscale(aesr_sci.read(path), RASTER_MODEL), Image)
+
+
+def test_degrade_gives_back_the_kind_it_was_given() -> None:
+    nib = pytest.importorskip("nibabel")
+    img = nib.Nifti1Image(np.random.default_rng(3).random((8, 8, 6)).astype(np.float32), OBLIQUE_AFFINE)
+    img.set_sform(OBLIQUE_AFFINE, code=3)
+    low = aesr_sci.degrade(img, scale=2, method="kspace")
+    assert type(low) is nib.Nifti1Image and low.shape == (4, 4, 3) and int(low.header["sform_code"]) == 3
+    np.testing.assert_allclose(low.affine, zoom_affine(OBLIQUE_AFFINE, 0.5, convention="origin"), atol=1e-5)
+    arr, t = aesr_sci.degrade(
+        np.ones((8, 8), np.float32),
+        scale=2,
+        method="area",
+        affine=Affine(10, 0, 0, 0, -10, 80),
+        crs="EPSG:3857",
+    )
+    assert arr.shape == (4, 4) and t == Affine(20, 0, 0, 0, -20, 80)
+
+
+def test_import_of_the_train_module_keeps_train_callable() -> None:
+    import aesr_sci.train as engine
+    from aesr_sci.errors import RecipeError
+
+    assert aesr_sci.train is engine and isinstance(engine, types.ModuleType)  # the module, for patching
+    with pytest.raises(RecipeError, match=r"missing\.yaml: no such recipe file"):
+        aesr_sci.train("missing.yaml")  # and a call runs the function
