@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import types
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def test_rasterio_dataset_in_memory_dataset_out(tmp_path: Path) -> None:
         out = aesr_sci.upscale(src, RASTER_MODEL, bands="B4,2")
         expected = _doubled(src.read([4, 2]), (1, 2))
         transform, crs = src.transform, src.crs
+    gc.collect()  # the in-memory file must live as long as the dataset
     with out:
         assert out.count == 2 and out.descriptions == ("B4", "B2")
         assert out.transform == transform * Affine.scale(0.5) and out.crs == crs

@@ -249,7 +249,9 @@ def _to_rasterio(image: Image) -> Any:
         meta = image.meta.replace(extra={k: v for k, v in image.meta.extra.items() if k != "source_path"})
         write_geotiff(Image(image.data, meta, image.mask), path)
         memfile = MemoryFile(path.read_bytes())
-    return memfile.open()
+    dataset = memfile.open()
+    dataset._aesr_sci_memfile = memfile  # the bytes live as long as the dataset does
+    return dataset
 
 
 # ----------------------------------------------------------------------------------------- xarray
