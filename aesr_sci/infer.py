@@ -305,6 +305,13 @@ def _provenance(model: LoadedModel, *, tta: bool, consistency: bool) -> dict[str
     }
 
 
+def interactive() -> bool:
+    """True in a terminal or a notebook: where progress bars are shown by default."""
+    import sys
+
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def upscale(
     image: Any,
     model: LoadedModel | str | os.PathLike[str],
@@ -371,48 +378,12 @@ def upscale(
     >>> out.meta.spacing  # doctest: +SKIP
     (1.0, 1.0, 1.0)
     """
+    from .data.normalize import Normalizer, fit_statistics
     from .io import from_image, to_image
 
     source = str(image) if isinstance(image, (str, os.PathLike)) else "input"
     img, kind = to_image(image, affine=affine, crs=crs, bands=bands, nodata=nodata)
-    out = _upscale_image(
-        img,
-        model,
-        source,
-        patch_size=patch_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        device=device,
-        tta=tta,
-        consistency=consistency,
-        progress=interactive() if progress is None else progress,
-    )
-    return from_image(out, kind)
-
-
-def interactive() -> bool:
-    """True in a terminal or a notebook: where progress bars are shown by default."""
-    import sys
-
-    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
-
-
-def _upscale_image(
-    img: Image,
-    model: LoadedModel | str | os.PathLike[str],
-    source: str,
-    *,
-    patch_size: int | Sequence[int] | None,
-    overlap: float,
-    batch_size: int,
-    device: str | torch.device | None,
-    tta: bool,
-    consistency: bool,
-    progress: bool,
-) -> Image:
-    """:func:`upscale` of an :class:`Image`."""
-    from .data.normalize import Normalizer, fit_statistics
-
+    progress = interactive() if progress is None else progress
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     check_fit(loaded, img, source)
     dev = select_device(device)
@@ -427,7 +398,7 @@ def _upscale_image(
     if img.mask is not None and not img.mask.any():  # nothing valid: all nodata out, nothing invented
         log.warning("Warning: %s: every pixel is nodata; the output is all nodata", source)
         shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
-        return Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool))
+        return from_image(Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool)), kind)
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
     stats = fit_statistics(data, img.mask, normalizer=normalizer, **loaded.statistics)
@@ -456,7 +427,7 @@ def _upscale_image(
         outs.append(yb)
     y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    return Image(out, meta, mask=_hr_mask(img.mask, scale))
+    return from_image(Image(out, meta, mask=_hr_mask(img.mask, scale)), kind)
 
 
 # ----------------------------------------------------------------------------------- files
