@@ -78,6 +78,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         if not any(isinstance(f, _Once) for f in handler.filters):
             handler.addFilter(_Once())
     warnings.showwarning = _show_warning
+    # rasterio logs each GDAL error at INFO before raising it; the error's one line says it already
+    logging.getLogger("rasterio._env").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")

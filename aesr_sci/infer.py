@@ -476,6 +476,7 @@ def _check_batch(
     overwrite: bool,
     skip_existing: bool,
     select: dict[str, Any] | None = None,
+    make_dirs: bool = False,
 ) -> list[tuple[Path, Path, Any, tuple[int, ...]]]:
     """Check every input and output of a batch before any work; drop outputs to skip.
 
@@ -507,7 +508,7 @@ def _check_batch(
             check_output(dst, overwrite=True, inputs=sources)
             log.info("%s exists: skipped", dst)
             continue
-        if dst.parent.is_dir() or len(plan) == 1:
+        if dst.parent.is_dir() or (len(plan) == 1 and not make_dirs):
             check_output(dst, overwrite=overwrite, inputs=sources)
             if sidecar_path(dst) is not None:
                 check_output(sidecar_path(dst), overwrite=overwrite, inputs=sources)
@@ -561,7 +562,9 @@ def upscale_files(
     select = {"bands": bands, "nodata": nodata}
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     pairs = _bids_pairs(inputs, output) if bids else _plan(inputs, output)
-    plan = _check_batch(loaded, pairs, overwrite=overwrite, skip_existing=skip_existing, select=select)
+    plan = _check_batch(
+        loaded, pairs, overwrite=overwrite, skip_existing=skip_existing, select=select, make_dirs=bids
+    )
     if plan and (bids or len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
     if bids:

@@ -114,3 +114,12 @@ def test_bids_dataset_upscales_into_a_derivative_dataset(tmp_path: Path, model: 
     assert result.exit_code == 2 and "already exists" in result.output
     result = CliRunner().invoke(main, ["upscale", str(model), str(tmp_path / "run"), str(deriv), "--bids"])
     assert result.exit_code == 2 and "no BIDS-named NIfTI files" in result.output
+
+
+def test_a_bids_dataset_of_one_scan(tmp_path: Path, model: Path) -> None:
+    scan = tmp_path / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii"
+    scan.parent.mkdir(parents=True)
+    write_nifti(scan, shape=(8, 8, 6))
+    (written,) = upscale_files(model, [tmp_path / "bids"], tmp_path / "deriv", bids=True)
+    assert written == tmp_path / "deriv" / "sub-01" / "anat" / "sub-01_desc-superres_T1w.nii"
+    assert written.with_suffix(".json").is_file()

@@ -158,6 +158,11 @@ def _open(path: Path) -> Iterator[Any]:
         try:
             src = rasterio.open(path)
         except (RasterioError, OSError) as exc:
+            if is_gdal_virtual(path):
+                raise FileReadError(
+                    f"{path}: GDAL cannot open this virtual path ({one_line(exc)}): check the archive's "
+                    "path and the file's name inside it (/vsizip//absolute/path/a.zip/inner.tif)"
+                ) from None
             raise FileReadError(
                 f"{path}: cannot open as a GeoTIFF ({one_line(exc)}); the file may be corrupt"
             ) from None
