@@ -441,6 +441,7 @@ def upscale(
 )
 @click.option("--device", default=None, callback=_check_device, help="cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON file or figures if they exist.")
+@_raster_options
 @click.pass_context
 @_user_errors
 def evaluate(
@@ -451,6 +452,8 @@ def evaluate(
     figures: str | None,
     device: str | None,
     overwrite: bool,
+    bands: str | None,
+    nodata: float | None,
 ) -> None:
     """Degrade each high-resolution file HR with the model's own degradation, upscale it, compare.
 
@@ -476,6 +479,8 @@ def evaluate(
         device=device,
         overwrite=overwrite,
         progress=not ctx.obj["quiet"],
+        bands=bands,
+        nodata=nodata,
     )
     click.echo(format_table(report))
 

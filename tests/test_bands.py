@@ -138,3 +138,17 @@ def test_nifti_refuses_raster_options(tmp_path: Path) -> None:
     path = write_nifti(tmp_path / "v.nii.gz")
     with pytest.raises(ParameterError, match="bands and nodata apply to rasters"):
         read(path, nodata=0)
+
+
+def test_cli_evaluate_scores_the_chosen_bands(stack: Path, tmp_path: Path) -> None:
+    import json
+
+    model = save_model_dir(tmp_path, spatial_dims=2, channels=3, method="area")
+    scores = tmp_path / "scores.json"
+    args = ["evaluate", str(model), str(stack), "--json", str(scores), "--bands", "B4,B3,B2", "--nodata", "0"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(scores.read_text())["files"]
+    assert len(entry["model"]["psnr_per_band"]) == 3
+    result = CliRunner().invoke(main, ["evaluate", str(model), str(stack)])
+    assert result.exit_code == 2 and "expects 3 band(s) but the input has 13" in result.output
