@@ -152,3 +152,17 @@ def test_cli_evaluate_scores_the_chosen_bands(stack: Path, tmp_path: Path) -> No
     assert len(entry["model"]["psnr_per_band"]) == 3
     result = CliRunner().invoke(main, ["evaluate", str(model), str(stack)])
     assert result.exit_code == 2 and "expects 3 band(s) but the input has 13" in result.output
+
+
+def test_streamed_blocks_honour_bands_and_nodata(stack: Path, tmp_path: Path) -> None:
+    from aesr_sci.infer import upscale_files
+
+    model = save_model_dir(tmp_path, spatial_dims=2, channels=3, method="area")
+    kw = {"bands": "B4,B3,B2", "nodata": 0}
+    (whole,) = upscale_files(model, [stack], tmp_path / "whole.tif", stream=False, **kw)
+    (streamed,) = upscale_files(model, [stack], tmp_path / "streamed.tif", stream=True, block=16, **kw)
+    a, b = read(whole), read(streamed)
+    assert a.meta.band_names == b.meta.band_names == ("B4", "B3", "B2")
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert not a.mask[:6].any()
+    np.testing.assert_allclose(a.data[:, a.mask], b.data[:, b.mask], rtol=0.05, atol=2)
