@@ -78,6 +78,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
         if not any(isinstance(f, _Once) for f in handler.filters):
             handler.addFilter(_Once())
     warnings.showwarning = _show_warning
+    # rasterio logs each GDAL error at INFO before raising it; the error's one line says it already
+    logging.getLogger("rasterio._env").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
 _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
@@ -106,6 +108,29 @@ def _parse_scale(_ctx: click.Context, param: click.Parameter, value: str | None)
     except ParameterError as exc:
         raise _BadValue(str(exc), param=param) from None
     return parts[0] if len(parts) == 1 else parts
+
+
+def _raster_options(func: F) -> F:
+    """``--bands`` and ``--nodata``: which bands of a raster to read, and fill it does not flag."""
+    func = click.option(
+        "--nodata",
+        type=float,
+        default=None,
+        help="Rasters: a fill value the file does not flag (e.g. Landsat's 0); outputs flag it.",
+    )(func)
+    return click.option(
+        "--bands",
+        default=None,
+        metavar="LIST",
+        help="Rasters: bands to use, in order, by 1-based number or description (5,6,7 or B5,B6,B7).",
+    )(func)
+
+
+def _dtype_option(func: F) -> F:
+    """``--dtype``: the outputs' data type."""
+    return click.option(
+        "--dtype", default=None, help="Output data type, e.g. float32 (default: the input's)."
+    )(func)
 
 
 def _parse_bytes(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
@@ -191,6 +216,8 @@ def info(path: str, as_json: bool) -> None:
 )
 @click.option("--seed", type=int, default=None, help="Random seed for the noise.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@_raster_options
+@_dtype_option
 @_user_errors
 def degrade(
     input: str,
@@ -202,6 +229,9 @@ def degrade(
     noise: float,
     seed: int | None,
     overwrite: bool,
+    bands: str | None,
+    nodata: float | None,
+    dtype: str | None,
 ) -> None:
     """Degrade INPUT by SCALE and write the low-resolution OUTPUT with its correct geometry.
 
@@ -217,18 +247,23 @@ def degrade(
     """
     from .data.degrade import degrade as degrade_api
     from .fileutil import check_output
-    from .io import read, write
+    from .io import parse_dtype, read, write
+    from .io.bids import sidecar_path, write_output_sidecar
 
     check_output(output, overwrite=overwrite, inputs=[input])
+    if sidecar_path(output) is not None:
+        check_output(sidecar_path(output), overwrite=overwrite, inputs=[input])
+    dtype = parse_dtype(dtype)
     params: dict[str, Any] = {}
     if sigma is not None:
         params["sigma"] = sigma
     if method == "slice":
         params["gap"] = gap
-    image = read(input)
+    image = read(input, bands=bands, nodata=nodata)
     scale = per_axis(scale, image.spatial_dims, name=f"{input}: --scale")
     lq = degrade_api(image, scale=scale, method=method, noise=noise, seed=seed, **params)
-    write(lq, output, overwrite=overwrite)
+    write(lq, output, overwrite=overwrite, dtype=dtype)
+    write_output_sidecar(output, lq.meta.provenance, source=input, overwrite=overwrite)
     click.echo(
         f"wrote {output}: {'x'.join(map(str, lq.spatial_shape))} ({method}, scale {'x'.join(map(str, scale))})",
         err=True,
@@ -352,6 +387,13 @@ def train(
 @click.option("--cog", is_flag=True, help="GeoTIFF: write a Cloud-Optimized GeoTIFF with overviews.")
 @click.option("--overwrite", is_flag=True, help="Replace outputs that exist.")
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that exist as they are (resume a batch).")
+@_raster_options
+@_dtype_option
+@click.option(
+    "--bids",
+    is_flag=True,
+    help="INPUT is a BIDS dataset folder and OUTPUT its derivative folder (e.g. bids/derivatives/aesr-sci).",
+)
 @click.pass_context
 @_user_errors
 def upscale(
@@ -368,6 +410,10 @@ def upscale(
     cog: bool,
     overwrite: bool,
     skip_existing: bool,
+    bands: str | None,
+    nodata: float | None,
+    dtype: str | None,
+    bids: bool,
 ) -> None:
     """Upscale INPUT... into OUTPUT with MODEL (a training run directory or a model.json file).
 
@@ -375,11 +421,16 @@ def upscale(
     directory. Outputs keep their metadata (affine or transform, CRS, band names, nodata, dtype)
     with the grid moved exactly as the model's degradation defines. Every input and output name is
     checked before the first file is processed; --skip-existing resumes an interrupted batch.
+    A NIfTI output gets a JSON sidecar (out.json) with its provenance; with --bids, the BIDS
+    dataset INPUT upscales into BIDS-derivative names under OUTPUT
+    (sub-01/anat/sub-01_desc-superres_T1w.nii.gz).
 
     \b
     Example:
       aesr-sci upscale runs/mri_x2 t1_2mm.nii.gz t1_1mm.nii.gz
       aesr-sci upscale runs/s2_x2 tiles/ tiles_x2/ --tta
+      aesr-sci upscale runs/l8_x2 LC08_stack.tif out.tif --bands 2,3,4,5,6,7 --nodata 0 --dtype float32
+      aesr-sci upscale runs/mri_x2 bids/ bids/derivatives/aesr-sci --bids
     """
     from .infer import upscale_files
 
@@ -402,6 +453,10 @@ def upscale(
         overwrite=overwrite,
         skip_existing=skip_existing,
         progress=not ctx.obj["quiet"],
+        bands=bands,
+        nodata=nodata,
+        dtype=dtype,
+        bids=bids,
     )
     for path in written:
         click.echo(str(path))
@@ -423,6 +478,7 @@ def upscale(
 )
 @click.option("--device", default=None, callback=_check_device, help="cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON file or figures if they exist.")
+@_raster_options
 @click.pass_context
 @_user_errors
 def evaluate(
@@ -433,6 +489,8 @@ def evaluate(
     figures: str | None,
     device: str | None,
     overwrite: bool,
+    bands: str | None,
+    nodata: float | None,
 ) -> None:
     """Degrade each high-resolution file HR with the model's own degradation, upscale it, compare.
 
@@ -458,6 +516,8 @@ def evaluate(
         device=device,
         overwrite=overwrite,
         progress=not ctx.obj["quiet"],
+        bands=bands,
+        nodata=nodata,
     )
     click.echo(format_table(report))
 

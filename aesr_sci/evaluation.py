@@ -330,6 +330,8 @@ def evaluate(
     progress: bool = False,
     baselines: Sequence[str] | None = None,
     patch_size: Sequence[int] | int | None = None,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
 ) -> dict[str, Any]:
     """Degrade each high-resolution file with the model's own degradation, upscale it, compare.
 
@@ -347,6 +349,9 @@ def evaluate(
     baselines
         Interpolation baselines to compare with; default nearest, linear, cubic, lanczos, plus
         fourier for k-space models.
+    bands, nodata
+        Rasters: the bands to score, by 1-based number or description, and a fill value the files
+        do not flag (see :func:`aesr_sci.io.read`).
 
     Returns
     -------
@@ -385,6 +390,7 @@ def evaluate(
     )
     normalizer = Normalizer.from_dict(loaded.normalization)
     run = {"device": device, "patch_size": patch_size, "progress": progress}
+    select = {"bands": bands, "nodata": nodata}
     files: list[dict[str, Any]] = []
     made_dir = fig_dir is not None and not fig_dir.exists()
     # figures being replaced are set aside, to be put back if a later file fails
@@ -395,7 +401,7 @@ def evaluate(
         if fig_dir is not None:
             fig_dir.mkdir(parents=True, exist_ok=True)
         for path, target in zip(paths, fig_targets or [None] * len(paths)):
-            files.append(_evaluate_file(path, loaded, names, normalizer, run, target, overwrite))
+            files.append(_evaluate_file(path, loaded, names, normalizer, run, target, overwrite, select))
     except BaseException:  # leave no partial output: the figures this call created go, old ones return
         for target in fig_targets:
             target.unlink(missing_ok=True)
@@ -464,13 +470,14 @@ def _evaluate_file(
     run: Mapping[str, Any],
     fig_target: Path | None,
     overwrite: bool,
+    select: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the model and the baselines on one high-resolution file (see :func:`evaluate`)."""
     from .infer import check_fit, upscale
     from .io import read
 
     deg = loaded.degradation
-    hr = read(path)
+    hr = read(path, **(select or {}))
     check_fit(loaded, hr, str(path), thick_slices=False)  # before degrading it with the model's scale
     case = held_out_case(hr, deg, normalizer, path=str(path), statistics=loaded.statistics)
     out = upscale(case.lq, loaded, **run)

@@ -534,8 +534,15 @@ def _provenance(model: LoadedModel, *, tta: bool, consistency: bool) -> dict[str
     }
 
 
+def interactive() -> bool:
+    """True in a terminal or a notebook: where progress bars are shown by default."""
+    import sys
+
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def upscale(
-    image: Image | str | os.PathLike[str],
+    image: Any,
     model: LoadedModel | str | os.PathLike[str],
     *,
     patch_size: int | Sequence[int] | None = None,
@@ -545,14 +552,20 @@ def upscale(
     tta: bool = False,
     consistency: bool = False,
     statistics: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> Image:
+    progress: bool | None = None,
+    affine: Any = None,
+    crs: Any = None,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+) -> Any:
     """Super-resolve an image with a trained model; the result carries its new metadata.
 
     Parameters
     ----------
     image
-        An :class:`~aesr_sci.spatial.Image` or a NIfTI/GeoTIFF path.
+        An :class:`~aesr_sci.spatial.Image`, a NIfTI/GeoTIFF path, a numpy array with ``affine``
+        (channel first), a nibabel image, an open rasterio dataset or an xarray ``DataArray`` with
+        rioxarray metadata; the result is of the same kind (see :mod:`aesr_sci.io.objects`).
     model
         A :class:`~aesr_sci.checkpoint.LoadedModel`, a run directory or a ``model.json``.
     patch_size
@@ -573,12 +586,21 @@ def upscale(
     statistics
         Normalisation statistics to use instead of fitting them on ``image`` (a streamed raster's
         blocks use the statistics of the whole raster).
+    progress
+        Show a progress bar; default: in a terminal or a notebook.
+    affine, crs
+        For a numpy array: a volume's 4x4 voxel-to-world matrix, or a raster's rasterio
+        ``Affine`` transform and its CRS.
+    bands, nodata
+        Rasters: the bands to use, by 1-based number or description, and a fill value the data
+        does not flag (see :func:`aesr_sci.io.read`).
 
     Returns
     -------
-    Image
+    Image or the kind given
         Float32 data in the input's units, ``meta.dtype`` kept (the writer rounds and clips
-        integers), affine zoomed by the model's scale under its grid convention, mask upsampled.
+        integers), affine zoomed by the model's scale under its grid convention, mask upsampled;
+        as the same kind of object as ``image`` (an ``Image`` for a path).
 
     Raises
     ------
@@ -594,10 +616,11 @@ def upscale(
     (1.0, 1.0, 1.0)
     """
     from .data.normalize import Normalizer, fit_statistics
-    from .io import read
+    from .io import from_image, to_image
 
-    source = str(image) if not isinstance(image, Image) else "input"
-    img = read(image) if not isinstance(image, Image) else image
+    source = str(image) if isinstance(image, (str, os.PathLike)) else "input"
+    img, kind = to_image(image, affine=affine, crs=crs, bands=bands, nodata=nodata)
+    progress = interactive() if progress is None else progress
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     check_fit(loaded, img, source)
     dev = select_device(device)
@@ -613,7 +636,7 @@ def upscale(
     if img.mask is not None and not img.mask.any():  # nothing valid: all nodata out, nothing invented
         log.warning("Warning: %s: every pixel is nodata; the output is all nodata", source)
         shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
-        return Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool))
+        return from_image(Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool)), kind)
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
     if statistics is None:  # a streamed raster passes the whole raster's statistics
@@ -644,7 +667,7 @@ def upscale(
         outs.append(yb)
     y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    return Image(out, meta, mask=_hr_mask(img.mask, scale))
+    return from_image(Image(out, meta, mask=_hr_mask(img.mask, scale)), kind)
 
 
 # ----------------------------------------------------------------------------------- files
@@ -659,8 +682,14 @@ def _is_image(path: Path) -> bool:
 def _plan(
     inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str]
 ) -> list[tuple[Path, Path]]:
+    from .io import is_gdal_virtual
+
     ins = [Path(p) for p in inputs]
     out = Path(output)
+    if any(is_gdal_virtual(p) for p in inputs):  # GDAL paths (/vsizip//abs/a.zip/b.tif) stay text
+        if len(ins) > 1 or out.is_dir():
+            return [(str(p), out / Path(p).name) for p in inputs]  # type: ignore[misc]
+        return [(str(inputs[0]), out)]  # type: ignore[list-item]
     if len(ins) == 1 and ins[0].is_dir():
         files = sorted(p for p in ins[0].iterdir() if _is_image(p))
         if not files:
@@ -681,7 +710,13 @@ def _plan(
 
 
 def _check_batch(
-    loaded: LoadedModel, plan: Sequence[tuple[Path, Path]], *, overwrite: bool, skip_existing: bool
+    loaded: LoadedModel,
+    plan: Sequence[tuple[Path, Path]],
+    *,
+    overwrite: bool,
+    skip_existing: bool,
+    select: dict[str, Any] | None = None,
+    make_dirs: bool = False,
 ) -> list[tuple[Path, Path, Any, tuple[int, ...]]]:
     """Check every input and output of a batch before any work; drop outputs to skip.
 
@@ -689,6 +724,7 @@ def _check_batch(
     """
     from .fileutil import check_output
     from .io import read_meta
+    from .io.bids import sidecar_path
 
     sources = [src for src, _ in plan]
     seen: dict[str, Path] = {}
@@ -702,7 +738,7 @@ def _check_batch(
         seen[key] = src
     todo, warned = [], False
     for src, dst in plan:
-        meta, shape = read_meta(src)
+        meta, shape = read_meta(src, **(select or {}))
         check_fit(loaded, Image(np.zeros((shape[0],) + (1,) * (len(shape) - 1), np.float32), meta), str(src))
         note = check_spacing(loaded, meta.spacing, str(src))
         if note and not warned:
@@ -712,8 +748,10 @@ def _check_batch(
             check_output(dst, overwrite=True, inputs=sources)
             log.info("%s exists: skipped", dst)
             continue
-        if dst.parent.is_dir() or len(plan) == 1:
+        if dst.parent.is_dir() or (len(plan) == 1 and not make_dirs):
             check_output(dst, overwrite=overwrite, inputs=sources)
+            if sidecar_path(dst) is not None:
+                check_output(sidecar_path(dst), overwrite=overwrite, inputs=sources)
         todo.append((src, dst, meta, shape))
     return todo
 
@@ -735,6 +773,10 @@ def upscale_files(
     progress: bool = False,
     stream: bool | None = None,
     block: int = 1024,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+    dtype: str | None = None,
+    bids: bool = False,
 ) -> list[Path]:
     """Upscale files into files (the command line's ``upscale``); returns the written paths.
 
@@ -746,16 +788,33 @@ def upscale_files(
     4 Mi pixel values; peak memory then depends on ``block``, not on the raster, and the
     normalisation statistics are fitted once for the whole raster on a decimated read. The other
     options are :func:`upscale`'s.
+    ``bands`` and ``nodata`` select bands and declare fill as :func:`aesr_sci.io.read` does
+    (in the streamed blocks and the whole-raster statistics too), ``dtype`` is the outputs' data
+    type (default the inputs').
+
+    Each NIfTI output gets a BIDS-style JSON sidecar (``out.json`` beside ``out.nii.gz``) with its
+    provenance (see :mod:`aesr_sci.io.bids`); it is checked, written and removed with its image.
+    With ``bids``, ``inputs`` is one BIDS dataset folder and ``output`` the derivative dataset:
+    ``sub-01/anat/sub-01_T1w.nii.gz`` becomes ``output/sub-01/anat/sub-01_desc-superres_T1w.nii.gz``.
     """
     from tqdm.auto import tqdm
 
-    from .io import read, write
+    from .io import parse_dtype, read, write
 
+    dtype = parse_dtype(dtype)
+    select = {"bands": bands, "nodata": nodata}
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     resolve_precision(precision, select_device(device))  # an unknown value fails before any work
-    plan = _check_batch(loaded, _plan(inputs, output), overwrite=overwrite, skip_existing=skip_existing)
-    if plan and (len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
+    pairs = _bids_pairs(inputs, output) if bids else _plan(inputs, output)
+    plan = _check_batch(
+        loaded, pairs, overwrite=overwrite, skip_existing=skip_existing, select=select, make_dirs=bids
+    )
+    if plan and (bids or len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
+    if bids:
+        from .io.bids import write_dataset_description
+
+        write_dataset_description(inputs[0], output)
     options: dict[str, Any] = {
         "patch_size": patch_size,
         "device": device,
@@ -779,21 +838,50 @@ def upscale_files(
                 overwrite=overwrite,
                 progress=progress,
                 block=block,
+                select=select,
+                dtype=dtype,
             )
         else:
-            out = upscale(read(src), loaded, progress=progress, **options)
-            write(out, dst, overwrite=overwrite, cog=cog)
+            out = upscale(read(src, **select), loaded, progress=progress, **options)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            write(out, dst, overwrite=overwrite, cog=cog, dtype=dtype)
+            _sidecar(
+                dst, src, loaded, out.meta.provenance, overwrite=overwrite, root=inputs[0] if bids else None
+            )
         log.info("wrote %s", dst)
         written.append(dst)
     return written
 
 
-def raster_statistics(loaded: LoadedModel, path: Path) -> dict[str, Any]:
-    """The model's normalisation statistics for a whole GeoTIFF, fitted once on a decimated read."""
+def _bids_pairs(inputs: Sequence[Any], output: Any) -> list[tuple[Path, Path]]:
+    """The ``(input, output)`` pairs of a BIDS dataset folder (see :func:`aesr_sci.io.bids.bids_plan`)."""
+    from .errors import ParameterError
+    from .io.bids import bids_plan
+
+    if len(inputs) != 1:
+        raise ParameterError(f"--bids takes one BIDS dataset folder, got {len(inputs)} inputs")
+    return bids_plan(inputs[0], output)
+
+
+def _sidecar(
+    dst: Path, src: Any, loaded: LoadedModel, provenance: Any, *, overwrite: bool, root: Any = None
+) -> None:
+    """The JSON sidecar of a NIfTI output (its source as a BIDS URI in a BIDS dataset)."""
+    from .io.bids import write_output_sidecar
+
+    uri = f"bids:raw:{Path(src).relative_to(root).as_posix()}" if root is not None else None
+    write_output_sidecar(dst, provenance, source=src, model=loaded.path, overwrite=overwrite, source_uri=uri)
+
+
+def raster_statistics(
+    loaded: LoadedModel, path: Path, select: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The model's normalisation statistics for a whole GeoTIFF, fitted once on a decimated read
+    (of the bands and with the fill that ``select`` names, as :func:`aesr_sci.io.read` takes them)."""
     from .data.normalize import Normalizer, fit_statistics
     from .io.geotiff import read_geotiff_sample
 
-    data, mask = read_geotiff_sample(path, max_values=_STREAM_VALUES)
+    data, mask = read_geotiff_sample(path, max_values=_STREAM_VALUES, **(select or {}))
     normalizer = Normalizer.from_dict(loaded.normalization)
     return fit_statistics(
         np.asarray(data, dtype=np.float32), mask, normalizer=normalizer, **loaded.statistics
@@ -812,6 +900,8 @@ def _upscale_streaming(
     overwrite: bool,
     progress: bool,
     block: int = 1024,
+    select: dict[str, Any] | None = None,
+    dtype: Any = None,
 ) -> None:
     """Block-by-block upscaling of a GeoTIFF: memory depends on ``block``, not the raster.
 
@@ -829,18 +919,19 @@ def _upscale_streaming(
     r = network_reach(loaded.network, torch.zeros(1, loaded.in_channels, 1, 1))
     halo = max(r.halo, 16)
     block = max(r.multiple, block // r.multiple * r.multiple)
-    stats = raster_statistics(loaded, src)
+    stats = raster_statistics(loaded, src, select)
     out_meta = meta.zoom(scale, convention=loaded.convention).with_provenance(
         **_provenance(loaded, tta=options["tta"], consistency=options["consistency"])
     )
     out_shape = (int(shape[0]), rows * scale[0], cols * scale[1])
     blocks = [(r0, c0) for r0 in range(0, rows, block) for c0 in range(0, cols, block)]
-    with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog) as sink:
-        for r0, c0 in tqdm(blocks, desc=f"blocks of {src.name}", disable=not progress, unit="block"):
+    with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog, dtype=dtype) as sink:
+        for r0, c0 in tqdm(blocks, desc=f"blocks of {Path(src).name}", disable=not progress, unit="block"):
             r1, c1 = min(r0 + block, rows), min(c0 + block, cols)
             hr0, hc0 = max(0, r0 - halo), max(0, c0 - halo)
             hr1, hc1 = min(rows, r1 + halo), min(cols, c1 + halo)
-            up = upscale(read(src, window=((hr0, hr1), (hc0, hc1))), loaded, statistics=stats, **options)
+            tile = read(src, window=((hr0, hr1), (hc0, hc1)), **(select or {}))
+            up = upscale(tile, loaded, statistics=stats, progress=False, **options)
             ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
             ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
             data = up.data[:, ir0:ir1, ic0:ic1]

@@ -627,7 +627,7 @@ def _robust_range(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
 
 
 def degrade(
-    image: Image,
+    image: Image | Any,
     *,
     scale: int | Sequence[int],
     method: str = "gaussian",
@@ -649,7 +649,9 @@ def degrade(
     Parameters
     ----------
     image
-        The high-resolution image, ``(C, *spatial)``.
+        The high-resolution image, ``(C, *spatial)``, or a user's object (numpy array with
+        ``affine=``, nibabel image, rasterio dataset, xarray DataArray), given back as the same
+        kind (see :mod:`aesr_sci.io.objects`).
     scale
         Integer factor, or one per spatial axis (``(1, 1, 4)`` for thick slices).
     method
@@ -687,6 +689,12 @@ def degrade(
     >>> lq.spatial_shape, lq.meta.provenance["degradation"]["convention"]
     ((4, 4, 4), 'origin')
     """
+    if not isinstance(image, Image):  # a user's object (see aesr_sci.io.objects): the same kind back
+        from ..io import from_image, to_image
+
+        img, kind = to_image(image, **{k: params.pop(k) for k in ("affine", "crs") if k in params})
+        kw = {"scale": scale, "method": method, "noise": noise, "seed": seed, "noise_kind": noise_kind}
+        return from_image(degrade(img, **kw, **params), kind)
     if image.mask is not None and image.mask.ndim == image.data.ndim:  # per-band nodata: band by band
         kw = {"scale": scale, "method": method, "noise": noise, "seed": seed, "noise_kind": noise_kind}
         bands = [

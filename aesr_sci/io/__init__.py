@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ParameterError
 from ..spatial import Image, SpatialMeta
-from ._common import SUPPORTED_SUFFIXES, detect_format, format_from_suffix
+from ._common import SUPPORTED_SUFFIXES, detect_format, format_from_suffix, is_gdal_virtual, parse_dtype
+from .objects import from_image, to_image
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -35,6 +37,10 @@ __all__ = [
     "info",
     "format_info",
     "detect_format",
+    "parse_dtype",
+    "is_gdal_virtual",
+    "to_image",
+    "from_image",
 ]
 
 
@@ -43,6 +49,8 @@ def read(
     *,
     window: Sequence[Sequence[int]] | None = None,
     check_finite: bool = True,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
 ) -> Image:
     """Read a NIfTI volume or a GeoTIFF raster, or a window of it.
 
@@ -55,6 +63,12 @@ def read(
         ``(row, col)`` for GeoTIFF). The returned affine is shifted so that index 0 is the start.
     check_finite
         Raise :class:`~aesr_sci.errors.DataError` when valid pixels hold NaN or Inf.
+    bands
+        Rasters: read only these bands, in this order, by 1-based number or description
+        (``[5, 6, 7]``, ``"B5,B6,B7"``); their names come along.
+    nodata
+        Rasters: a fill value the file does not flag (Landsat's 0); pixels equal to it are invalid
+        and outputs flag it.
 
     Returns
     -------
@@ -75,18 +89,34 @@ def read(
     --------
     >>> tile = read("scene.tif", window=((0, 256), (512, 768)))  # doctest: +SKIP
     """
-    fmt = detect_format(path)
+    fmt = _input_format(path, bands, nodata)
     if fmt == "nifti":
         from .nifti import read_nifti
 
         return read_nifti(path, window=window, check_finite=check_finite)
     from .geotiff import read_geotiff
 
-    return read_geotiff(path, window=window, check_finite=check_finite)
+    return read_geotiff(path, window=window, check_finite=check_finite, bands=bands, nodata=nodata)
 
 
-def read_meta(path: str | os.PathLike[str]) -> tuple[SpatialMeta, tuple[int, ...]]:
-    """Metadata and ``(C, *spatial)`` shape of a file, without reading its pixels.
+def _input_format(path: str | os.PathLike[str], bands: Any, nodata: Any) -> str:
+    """:func:`detect_format`, refusing the raster-only options for a NIfTI volume."""
+    fmt = detect_format(path)
+    if fmt == "nifti" and (bands is not None or nodata is not None):
+        raise ParameterError(
+            f"{path}: bands and nodata apply to rasters; a NIfTI volume has neither: drop --bands/--nodata"
+        )
+    return fmt
+
+
+def read_meta(
+    path: str | os.PathLike[str],
+    *,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+) -> tuple[SpatialMeta, tuple[int, ...]]:
+    """Metadata and ``(C, *spatial)`` shape of a file, without reading its pixels (``bands`` and
+    ``nodata`` as :func:`read`).
 
     Use it to plan windowed reads of rasters larger than memory.
 
@@ -95,14 +125,14 @@ def read_meta(path: str | os.PathLike[str]) -> tuple[SpatialMeta, tuple[int, ...
     FileReadError, FileFormatError
         As :func:`read`.
     """
-    fmt = detect_format(path)
+    fmt = _input_format(path, bands, nodata)
     if fmt == "nifti":
         from .nifti import read_nifti_meta
 
         return read_nifti_meta(path)
     from .geotiff import read_geotiff_meta
 
-    return read_geotiff_meta(path)
+    return read_geotiff_meta(path, bands=bands, nodata=nodata)
 
 
 def write(
@@ -135,7 +165,8 @@ def write(
     compress
         GeoTIFF only: ``"deflate"`` (default), ``"zstd"``, ``"lzw"`` or ``"none"``.
     dtype
-        On-disk data type (default: the source's).
+        On-disk data type (default: the source's), e.g. ``"float32"`` for reflectance: one of
+        :data:`~aesr_sci.io._common.DTYPES`.
 
     Returns
     -------
@@ -156,6 +187,7 @@ def write(
     from ..fileutil import check_output
 
     fmt = format_from_suffix(path)
+    dtype = parse_dtype(dtype)
     source = image.meta.extra.get("source_path")  # never write onto the file the image came from
     check_output(path, overwrite=overwrite, inputs=[source] if source else ())
     if fmt == "nifti":

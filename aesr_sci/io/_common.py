@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FileFormatError, FileReadError
+from ..errors import DataError, FileFormatError, FileReadError, ParameterError
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -22,8 +22,11 @@ __all__ = [
     "PROVENANCE_KEY",
     "detect_format",
     "format_from_suffix",
+    "is_gdal_virtual",
     "parse_window",
     "cast_to_dtype",
+    "DTYPES",
+    "parse_dtype",
     "count_nonfinite",
     "check_finite",
     "check_affine",
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 GEOTIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 SUPPORTED_SUFFIXES: tuple[str, ...] = NIFTI_SUFFIXES + GEOTIFF_SUFFIXES
+#: rasters that are read (never written) through rasterio: GDAL virtual mosaics
+VRT_SUFFIXES: tuple[str, ...] = (".vrt",)
 #: key of the provenance record: NIfTI JSON extension member and GeoTIFF dataset tag.
 PROVENANCE_KEY = "AESR_SCI_PROVENANCE"
 
@@ -52,22 +57,33 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def format_from_suffix(path: str | os.PathLike[str]) -> str:
+def is_gdal_virtual(path: str | os.PathLike[str]) -> bool:
+    """True for a GDAL virtual file system path (``/vsizip/archive.zip/band.tif``, ``/vsigzip/...``)
+    that rasterio opens itself; it names no file of the local file system."""
+    return str(path).startswith("/vsi")
+
+
+def format_from_suffix(path: str | os.PathLike[str], *, reading: bool = False) -> str:
     """``"nifti"`` or ``"geotiff"`` from the file name (case-insensitive).
+
+    With ``reading``, a GDAL virtual mosaic (``.vrt``) is a raster too: it is read through rasterio
+    like a GeoTIFF, never written.
 
     Raises
     ------
     FileFormatError
-        If the extension is not one of ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff``.
+        If the extension is not one of ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff`` (or ``.vrt``).
     """
     name = Path(path).name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
-    if name.endswith(GEOTIFF_SUFFIXES):
+    if name.endswith(GEOTIFF_SUFFIXES) or (reading and name.endswith(VRT_SUFFIXES)):
         return "geotiff"
+    if name.endswith(VRT_SUFFIXES):
+        raise FileFormatError(f"{path}: a .vrt is read, never written: give a .tif output")
     raise FileFormatError(
         f"{path}: unsupported file type; supported extensions are {', '.join(SUPPORTED_SUFFIXES)} "
-        "(NIfTI volumes and GeoTIFF rasters)"
+        "(NIfTI volumes and GeoTIFF rasters; .vrt mosaics as inputs)"
     )
 
 
@@ -75,7 +91,7 @@ def _sniff(path: Path) -> str | None:
     """The format that the file's first bytes show, or None when they match neither."""
     with open(path, "rb") as f:
         head = f.read(352)
-    if head[:4] in _TIFF_MAGICS:
+    if head[:4] in _TIFF_MAGICS or head.lstrip()[:11] == b"<VRTDataset":
         return "geotiff"
     if head[:2] == _GZIP_MAGIC:
         try:
@@ -94,7 +110,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """Check that ``path`` exists and return its format, from its extension confirmed by its magic bytes.
 
     A file whose content is of the other supported format (a TIFF named ``.nii``) is read as what
-    it is, with a warning in the log.
+    it is, with a warning in the log. A ``.vrt`` mosaic is a raster; a GDAL virtual path
+    (``/vsizip/archive.zip/band.tif``) is a raster whose existence rasterio checks when it opens it.
 
     Raises
     ------
@@ -105,11 +122,13 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """
     from ..fileutil import check_regular_file
 
+    if is_gdal_virtual(path):
+        return "geotiff"
     path = Path(path)
     if not path.exists():
         raise FileReadError(f"{path}: no such file")
     check_regular_file(path)
-    expected = format_from_suffix(path)
+    expected = format_from_suffix(path, reading=True)
     try:
         found = _sniff(path)
     except PermissionError:
@@ -204,6 +223,34 @@ def parse_window(
                 f"need 0 <= start < stop <= {n}"
             )
     return pairs
+
+
+#: output data types that both NIfTI and GeoTIFF store
+DTYPES: tuple[str, ...] = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def parse_dtype(dtype: str | np.dtype | type | None) -> np.dtype | None:
+    """``dtype`` as a numpy dtype, checked against :data:`DTYPES`; None stays None.
+
+    Raises
+    ------
+    ParameterError
+        For a name that is not a data type, or one the formats cannot store (complex, bool...).
+
+    Examples
+    --------
+    >>> parse_dtype("float32")
+    dtype('float32')
+    """
+    if dtype is None:
+        return None
+    try:
+        value = np.dtype(dtype)
+    except TypeError:
+        value = None
+    if value is None or value.name not in DTYPES:
+        raise ParameterError(f"--dtype {dtype!r} is not an output data type: use one of {', '.join(DTYPES)}")
+    return value
 
 
 def cast_to_dtype(data: np.ndarray, dtype: str | np.dtype) -> np.ndarray:

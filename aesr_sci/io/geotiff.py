@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FileFormatError, FileReadError, FileWriteError, NoCRSWarning
+from ..errors import DataError, FileFormatError, FileReadError, FileWriteError, NoCRSWarning, ParameterError
 from ..fileutil import atomic_output
 from ..spatial import Image, SpatialMeta
 from ._common import (
@@ -31,6 +31,7 @@ from ._common import (
     cast_to_dtype,
     check_affine,
     check_memory,
+    is_gdal_virtual,
     one_line,
     parse_provenance,
     parse_window,
@@ -43,10 +44,13 @@ __all__ = [
     "affine_to_transform",
     "read_geotiff",
     "read_geotiff_meta",
+    "read_dataset",
     "write_geotiff",
     "create_geotiff",
     "GeoTiffWriter",
     "geotiff_info",
+    "band_indexes",
+    "nodata_mask",
     "COMPRESSIONS",
 ]
 
@@ -129,6 +133,12 @@ def _transform_for(meta: SpatialMeta) -> Any:
 
 
 # --------------------------------------------------------------------------------------- reading
+def _local(path: str | os.PathLike[str]) -> Any:
+    """``path`` as a :class:`Path`, except a GDAL virtual path (``/vsizip//abs/a.zip/b.tif``), kept
+    as text: ``Path`` would fold its double slash."""
+    return str(path) if is_gdal_virtual(path) else Path(path)
+
+
 @contextlib.contextmanager
 def _quiet_rasterio() -> Iterator[None]:
     """Silence rasterio's NotGeoreferencedWarning (we warn with NoCRSWarning where it matters)."""
@@ -148,6 +158,11 @@ def _open(path: Path) -> Iterator[Any]:
         try:
             src = rasterio.open(path)
         except (RasterioError, OSError) as exc:
+            if is_gdal_virtual(path):
+                raise FileReadError(
+                    f"{path}: GDAL cannot open this virtual path ({one_line(exc)}): check the archive's "
+                    "path and the file's name inside it (/vsizip//absolute/path/a.zip/inner.tif)"
+                ) from None
             raise FileReadError(
                 f"{path}: cannot open as a GeoTIFF ({one_line(exc)}); the file may be corrupt"
             ) from None
@@ -171,19 +186,73 @@ def _has_mask(src: Any) -> bool:
     return any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
 
 
-def _read_mask(src: Any, window: Any) -> np.ndarray | None:
+def _read_mask(src: Any, window: Any, indexes: Sequence[int] | None = None) -> np.ndarray | None:
     """Validity as GDAL defines it: ``(rows, cols)`` for an internal (per-dataset) mask or an alpha
     band, or for nodata that marks the same pixels in every band; ``(bands, rows, cols)`` when
     per-band nodata marks different pixels in different bands (a pixel equal to nodata in one band
-    is missing in that band only). None when every pixel is valid by construction."""
+    is missing in that band only). None when every pixel is valid by construction. ``indexes``:
+    the 1-based bands read (default all)."""
     from rasterio.enums import MaskFlags
 
     if not _has_mask(src):
         return None
     if any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums):
         return src.dataset_mask(window=window) > 0
-    masks = src.read_masks(window=window) > 0
+    masks = src.read_masks(list(indexes) if indexes else None, window=window) > 0
+    return _reduce_mask(masks)
+
+
+def _reduce_mask(masks: np.ndarray) -> np.ndarray:
+    """A per-band mask ``(bands, rows, cols)`` as ``(rows, cols)`` when every band agrees."""
     return masks[0] if bool((masks == masks[:1]).all()) else masks
+
+
+def band_indexes(
+    path: Any, names: Sequence[str], bands: Sequence[int | str] | str | None
+) -> list[int] | None:
+    """The 1-based indexes of ``bands`` (1-based numbers or band descriptions, in the order given)
+    among a raster's bands ``names``; None for every band.
+
+    ``bands`` may be text: ``"5,6,7"`` or ``"B5,B6,B7"``.
+
+    Raises
+    ------
+    ParameterError
+        For an index out of range or a name that no band has, listing the bands there are.
+
+    Examples
+    --------
+    >>> band_indexes("s2.tif", ["B2", "B3", "B4"], "B4,B3,2")
+    [3, 2, 2]
+    """
+    if bands is None:
+        return None
+    items = [b.strip() for b in bands.split(",")] if isinstance(bands, str) else list(bands)
+    have = ", ".join(f"{i}={n}" if n else str(i) for i, n in enumerate(names, start=1))
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if text in names and text:
+            out.append(list(names).index(text) + 1)
+        elif text.isdigit() and 1 <= int(text) <= len(names):
+            out.append(int(text))
+        else:
+            raise ParameterError(
+                f"{path}: no band {text!r}: give 1-based band numbers (1..{len(names)}) or band "
+                f"descriptions; its bands are {have}"
+            )
+    if not out:
+        raise ParameterError(f"{path}: no bands selected: give band numbers or descriptions, e.g. 1,2,3")
+    return out
+
+
+def nodata_mask(data: np.ndarray, mask: np.ndarray | None, nodata: float) -> np.ndarray:
+    """The mask of ``data`` ``(C, rows, cols)`` once pixels equal to ``nodata`` (NaN: NaN pixels)
+    are invalid too; ``(rows, cols)`` when every band agrees."""
+    valid = ~np.isnan(data) if math.isnan(nodata) else data != nodata
+    if mask is not None:
+        valid &= mask if mask.ndim == valid.ndim else mask[np.newaxis]
+    return _reduce_mask(valid)
 
 
 def _refuse_unsupported(path: Path, src: Any) -> None:
@@ -202,7 +271,13 @@ def _refuse_unsupported(path: Path, src: Any) -> None:
 
 
 def _meta(
-    path: Path, src: Any, window: tuple[tuple[int, int], ...] | None, *, warn: bool = True
+    path: Path,
+    src: Any,
+    window: tuple[tuple[int, int], ...] | None,
+    *,
+    warn: bool = True,
+    indexes: Sequence[int] | None = None,
+    nodata: float | None = None,
 ) -> SpatialMeta:
     from rasterio.enums import ColorInterp, MaskFlags
     from rasterio.windows import Window
@@ -238,11 +313,20 @@ def _meta(
         "per_dataset_mask": any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums),
         "source_path": str(path),
     }
+    names = tuple(d or "" for d in src.descriptions)
+    if indexes is not None:  # the chosen bands, in the chosen order, with their own band metadata
+        for key in ("colorinterp", "scales", "offsets", "units", "band_tags"):
+            extra[key] = [extra[key][i - 1] for i in indexes]
+        names = tuple(names[i - 1] for i in indexes)
+        if list(indexes) != [1]:
+            extra["colormap"] = None
+    if nodata is None and src.nodata is not None:
+        nodata = float(src.nodata)
     return SpatialMeta(
         affine=transform_to_affine(transform),
         crs=crs,
-        nodata=None if src.nodata is None else float(src.nodata),
-        band_names=tuple(d or "" for d in src.descriptions),
+        nodata=nodata,
+        band_names=names,
         dtype=src.dtypes[0],
         format="geotiff",
         extra=extra,
@@ -250,18 +334,26 @@ def _meta(
     )
 
 
-def read_geotiff_meta(path: str | os.PathLike[str]) -> tuple[SpatialMeta, tuple[int, ...]]:
-    """Metadata and ``(bands, rows, cols)`` shape of a GeoTIFF without reading pixels.
+def read_geotiff_meta(
+    path: str | os.PathLike[str],
+    *,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+) -> tuple[SpatialMeta, tuple[int, ...]]:
+    """Metadata and ``(bands, rows, cols)`` shape of a GeoTIFF without reading pixels (``bands``
+    and ``nodata`` as :func:`read_geotiff`).
 
     Raises
     ------
     FileReadError
         If the file cannot be opened.
     """
-    path = Path(path)
+    path = _local(path)
     with _open(path) as src:
         _refuse_unsupported(path, src)
-        return _meta(path, src, None), (src.count, src.height, src.width)
+        indexes = band_indexes(path, [d or "" for d in src.descriptions], bands)
+        meta = _meta(path, src, None, indexes=indexes, nodata=nodata)
+        return meta, (len(indexes) if indexes else src.count, src.height, src.width)
 
 
 def read_geotiff(
@@ -269,8 +361,11 @@ def read_geotiff(
     *,
     window: Any = None,
     check_finite: bool = True,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
 ) -> Image:
-    """Read a GeoTIFF, or a window of it, with its mask.
+    """Read a GeoTIFF (or any raster rasterio opens: a ``.vrt`` mosaic, a ``/vsizip/`` path), or a
+    window of it, with its mask.
 
     Parameters
     ----------
@@ -281,6 +376,12 @@ def read_geotiff(
         that index 0 is the window's first pixel.
     check_finite
         Raise :class:`DataError` if valid pixels hold NaN or Inf.
+    bands
+        Read only these bands, in this order: 1-based numbers or band descriptions (``[5, 6, 7]``,
+        ``"B5,B6,B7"``); their names, scales, offsets and units come along.
+    nodata
+        Fill value that the file does not flag (Landsat's 0): pixels equal to it are invalid, and
+        ``meta.nodata`` becomes it, so outputs flag it.
 
     Returns
     -------
@@ -294,54 +395,83 @@ def read_geotiff(
         A missing, truncated or corrupt file.
     DataError
         NaN or Inf in valid pixels, or a window outside the raster.
+    ParameterError
+        A band number out of range or a band name the file does not have.
 
     Warns
     -----
     NoCRSWarning
         When the file has no CRS; reading goes on.
     """
+    path = _local(path)
+    with _open(path) as src:
+        return read_dataset(src, path, window=window, check_finite=check_finite, bands=bands, nodata=nodata)
+
+
+def read_dataset(
+    src: Any,
+    path: Any,
+    *,
+    window: Any = None,
+    check_finite: bool = True,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
+) -> Image:
+    """:func:`read_geotiff` of an open rasterio dataset ``src`` (``path`` names it in messages)."""
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
 
-    path = Path(path)
-    with _open(path) as src:
-        _refuse_unsupported(path, src)
-        win = parse_window(window, (src.height, src.width))
-        check_memory((src.count, *((b - a for a, b in win) if win else (src.height, src.width))), path)
-        check_affine(
-            transform_to_affine(src.transform), path, "fix its geotransform (gdal_edit.py -a_ullr or -a_srs)"
-        )
-        rwin = Window.from_slices(*win) if win else None
-        meta = _meta(path, src, win)
-        try:
-            data = src.read(window=rwin)
-            mask = _read_mask(src, rwin)
-        except (RasterioError, OSError) as exc:
-            raise FileReadError(
-                f"{path}: the pixels cannot be read ({one_line(exc)}); the file is truncated or corrupt"
-            ) from None
+    _refuse_unsupported(path, src)
+    indexes = band_indexes(path, [d or "" for d in src.descriptions], bands)
+    win = parse_window(window, (src.height, src.width))
+    count = len(indexes) if indexes else src.count
+    check_memory((count, *((b - a for a, b in win) if win else (src.height, src.width))), path)
+    check_affine(
+        transform_to_affine(src.transform), path, "fix its geotransform (gdal_edit.py -a_ullr or -a_srs)"
+    )
+    rwin = Window.from_slices(*win) if win else None
+    meta = _meta(path, src, win, indexes=indexes, nodata=nodata)
+    try:
+        data = src.read(indexes, window=rwin)
+        mask = _read_mask(src, rwin, indexes)
+    except (RasterioError, OSError) as exc:
+        raise FileReadError(
+            f"{path}: the pixels cannot be read ({one_line(exc)}); the file is truncated or corrupt"
+        ) from None
+    if nodata is not None:
+        mask = nodata_mask(data, mask, float(nodata))
     if check_finite:
         _check_finite(data, mask, path)
     return Image(data, meta, mask)
 
 
 def read_geotiff_sample(
-    path: str | os.PathLike[str], *, max_values: int
+    path: str | os.PathLike[str],
+    *,
+    max_values: int,
+    bands: Sequence[int | str] | str | None = None,
+    nodata: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The whole raster decimated (nearest pixel, from overviews when present) to at most
     ``max_values`` values, and its validity mask: a sample to fit statistics for a raster too
-    large to read whole. A raster within ``max_values`` is read whole."""
+    large to read whole. A raster within ``max_values`` is read whole. ``bands`` and ``nodata`` as
+    :func:`read_geotiff`."""
     from rasterio.enums import Resampling
 
-    path = Path(path)
+    path = _local(path)
     with _open(path) as src:
-        step = max(1, math.ceil(math.sqrt(src.count * src.height * src.width / max_values)))
-        shape = (src.count, -(-src.height // step), -(-src.width // step))
-        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+        indexes = band_indexes(path, [d or "" for d in src.descriptions], bands)
+        count = len(indexes) if indexes else src.count
+        step = max(1, math.ceil(math.sqrt(count * src.height * src.width / max_values)))
+        shape = (count, -(-src.height // step), -(-src.width // step))
+        data = src.read(indexes, out_shape=shape, resampling=Resampling.nearest)
         mask = None
         if _has_mask(src):
-            masks = src.read_masks(out_shape=shape, resampling=Resampling.nearest)
+            masks = src.read_masks(indexes, out_shape=shape, resampling=Resampling.nearest)
             mask = np.all(masks > 0, axis=0)
+    if nodata is not None:
+        valid = nodata_mask(data, mask, float(nodata))
+        mask = valid if valid.ndim == 2 else valid.all(axis=0)
     return data, mask
 
 
@@ -703,7 +833,7 @@ def _apply(t: Any, col: float, row: float) -> tuple[float, float]:
 
 def geotiff_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-serialisable summary of a GeoTIFF (see :func:`aesr_sci.io.info`)."""
-    path = Path(path)
+    path = _local(path)
     with _open(path) as src:
         meta = _meta(path, src, None, warn=False)
         t = src.transform

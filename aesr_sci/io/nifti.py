@@ -34,7 +34,7 @@ from ._common import (
 )
 from ._common import check_finite as _check_finite
 
-__all__ = ["read_nifti", "read_nifti_meta", "write_nifti", "nifti_info"]
+__all__ = ["read_nifti", "read_nifti_image", "read_nifti_meta", "write_nifti", "nifti_image", "nifti_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _nifti_extra(img: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             provenance = parse_provenance(content)
             continue
         extensions.append((code, content))
-    slope, inter = img.dataobj.slope, img.dataobj.inter
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
     scaled = bool(slope != 1 or inter != 0)
     space, time = hdr.get_xyzt_units()
     intent = hdr.get_intent()
@@ -203,15 +203,23 @@ def read_nifti(
     """
     path = Path(path)
     img = _load(path)
+    return read_nifti_image(img, path, window=window, check_finite=check_finite)
+
+
+def read_nifti_image(img: Any, path: Any, *, window: Any = None, check_finite: bool = True) -> Image:
+    """:func:`read_nifti` of a nibabel image already loaded or built in memory (``path`` names it in
+    messages); its header (form codes, units, repetition time, extensions) is kept for writing."""
+    _check_header(path, img)
     spatial, channels = _shape_info(path, img.shape)
     win = parse_window(window, spatial)
     check_memory((channels, *(b - a for a, b in win)) if win else (channels, *spatial), path)
-    _check_size(path, img)
+    if img.get_filename():
+        _check_size(Path(path), img)
     index: tuple[Any, ...] = tuple(slice(a, b) for a, b in win) if win else (slice(None),) * 3
     if len(img.shape) > 3:
         index = index + (slice(None),) + (0,) * (len(img.shape) - 4)
     proxy = img.dataobj
-    scaled = bool(proxy.slope != 1 or proxy.inter != 0)
+    scaled = bool(getattr(proxy, "slope", 1) != 1 or getattr(proxy, "inter", 0) != 0)
     try:
         arr = np.asarray(proxy[index])
     except _READ_ERRORS as exc:
@@ -372,6 +380,19 @@ def write_nifti(
     ------
     OutputExistsError, FileWriteError, DataError
     """
+    out = nifti_image(image, dtype=dtype, path=path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        try:
+            out.to_filename(tmp)
+        except OSError as exc:
+            raise FileWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    logger.debug("wrote %s %s %s", path, out.shape, out.get_data_dtype())
+    return Path(path)
+
+
+def nifti_image(image: Image, *, dtype: str | np.dtype | None = None, path: Any = "image") -> Any:
+    """The nibabel image that :func:`write_nifti` saves: the source header restored where it still
+    applies (form codes, units, repetition time, extensions), the geometry from ``image``."""
     import nibabel as nib
 
     meta = image.meta
@@ -423,14 +444,7 @@ def write_nifti(
     if "nifti_header" in extra:
         out.header["pixdim"][4:] = source_pixdim[4:]
     _describe(out, extra, meta.provenance, path, regridded=regridded)
-
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        try:
-            out.to_filename(tmp)
-        except OSError as exc:
-            raise FileWriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-    logger.debug("wrote %s %s %s", path, shape, out_dtype)
-    return Path(path)
+    return out
 
 
 def nifti_info(path: str | os.PathLike[str]) -> dict[str, Any]:
