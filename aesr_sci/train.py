@@ -166,7 +166,7 @@ def train(
     resume: bool = False,
     device: str | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
     overrides: Sequence[str] = (),
 ) -> TrainResult:
     """Train a super-resolution model from a recipe.
@@ -187,7 +187,8 @@ def train(
     overwrite
         Start again in a non-empty ``out_dir`` (only the files a run writes are removed).
     progress
-        Show a progress bar.
+        Show a progress bar; ``None`` (default): in a terminal or a notebook, not in a log file
+        (tqdm's automatic mode).
     overrides
         ``KEY=VALUE`` recipe overrides.
 
@@ -297,12 +298,14 @@ def _session(
     return _Session(recipe, run, placement, step, state, budget, val_items, config, _keep(recipe)), loader
 
 
-def _loop(s: _Session, loader: DataLoader, *, show: bool) -> None:
+def _loop(s: _Session, loader: DataLoader, *, show: bool | None) -> None:
     """Optimisation steps from the checkpoint's step until the budget's total, then the last checkpoint."""
     from tqdm.auto import tqdm
 
     step, budget = s.progress.step, s.budget
-    bar = tqdm(total=budget.total, initial=step, disable=not show or not s.placement.writes, unit="step")
+    # show=None: tqdm decides (a bar in a terminal or notebook, none when the output is a file)
+    disable = True if show is False or not s.placement.writes else None if show is None else False
+    bar = tqdm(total=budget.total, initial=step, disable=disable, unit="step")
     batches = iter(loader)
     try:
         s.step.generator.train()

@@ -434,3 +434,13 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path: Path) -> None:
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o755)
+
+
+def test_train_and_upscale_show_progress_where_a_person_watches() -> None:
+    """progress=None lets tqdm decide: a bar in a terminal or notebook, none in a log file."""
+    import inspect
+
+    import aesr_sci
+
+    assert inspect.signature(aesr_sci.train).parameters["progress"].default is None
+    assert inspect.signature(aesr_sci.upscale).parameters["progress"].default is None
