@@ -440,7 +440,8 @@ def test_train_and_upscale_show_progress_where_a_person_watches() -> None:
     """progress=None lets tqdm decide: a bar in a terminal or notebook, none in a log file."""
     import inspect
 
-    import aesr_sci
+    from aesr_sci.infer import upscale
+    from aesr_sci.train import train
 
-    assert inspect.signature(aesr_sci.train).parameters["progress"].default is None
-    assert inspect.signature(aesr_sci.upscale).parameters["progress"].default is None
+    assert inspect.signature(train).parameters["progress"].default is None
+    assert inspect.signature(upscale).parameters["progress"].default is None
