@@ -171,6 +171,22 @@ def test_the_budget_fits_the_steps_to_the_minutes(monkeypatch: pytest.MonkeyPatc
     assert budget.elapsed() == 54.0
 
 
+def test_the_budget_is_fitted_again_when_the_first_steps_were_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slow early steps (files entering the cache) must not stop a run at a fraction of its budget."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(budget_module, "perf_counter", lambda: clock["t"])
+    budget = StepBudget(10_000, minutes=10.0)
+    step = 0
+    while step < budget.total:
+        clock["t"] += 3.0 if step < 25 else 0.5  # 3 s a step while the cache fills, then 0.5 s
+        step += 1
+        if not budget.after_step(step):
+            break
+    # fitted on the first 20 timed steps alone it would stop near (540 - 75) / 3 + 25 = 180 steps
+    assert step > 900 and budget.elapsed() <= 600.0
+    assert budget.total <= budget.limit
+
+
 def test_the_budget_stops_a_run_that_slows_down(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = {"t": 0.0}
     monkeypatch.setattr(budget_module, "perf_counter", lambda: clock["t"])

@@ -1,8 +1,11 @@
 """How many steps a run takes: ``train.max_steps``, or fewer when they would not fit ``train.max_minutes``.
 
-The wall-clock budget is turned into a number of steps once, after timing a few steps that
-follow a warm-up (the first steps pay for reading files and the first batches). That number is
-stored in the checkpoint, so a resumed run takes the same steps as an uninterrupted one.
+The wall-clock budget is turned into a number of steps after timing a few steps that follow a
+warm-up (the first steps pay for reading files and the first batches), and fitted again, from the
+mean time per step since the warm-up, each time the number of steps done doubles: early steps are
+often slower (files entering the cache, kernels being built), and a run fitted on them alone
+stopped at 40 % of its budget. The number is stored in the checkpoint, so a resumed run takes the
+steps its checkpoint says.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class StepBudget:
         agree: Callable[[int], int] = lambda value: value,
     ) -> None:
         self.total = int(total)
+        self.limit = int(total)  # train.max_steps: a refit never goes beyond it
         self.seconds = None if minutes is None else 60.0 * minutes
         self.start = start
         self.fitted = fitted or self.seconds is None
@@ -57,6 +61,8 @@ class StepBudget:
         self._before = elapsed_before
         self._t0 = perf_counter()
         self._t_warm = self._t0
+        self._next_fit = WARMUP_STEPS + TIMED_STEPS  # steps done at the next (re)fit, in this process
+        self._refit = not self.fitted  # a resumed run keeps the total its checkpoint fitted
 
     def elapsed(self) -> float:
         """Seconds of training in this run, the interrupted part included."""
@@ -67,10 +73,11 @@ class StepBudget:
         if self.seconds is None:
             return True
         done = step - self.start
-        if not self.fitted and done == WARMUP_STEPS:
+        if self._refit and done == WARMUP_STEPS:
             self._t_warm = perf_counter()
-        if not self.fitted and done == WARMUP_STEPS + TIMED_STEPS:
-            self._fit(step, (perf_counter() - self._t_warm) / TIMED_STEPS)
+        if self._refit and done == self._next_fit:
+            self._fit(step, (perf_counter() - self._t_warm) / (done - WARMUP_STEPS))
+            self._next_fit *= 2
         over = int(self.elapsed() > self.seconds and step < self.total)
         if self._agree(1 - over) == 0:  # any process out of time stops them all
             log.warning("time budget of %.1f min reached at step %d: stopping", self.seconds / 60, step)
@@ -81,8 +88,8 @@ class StepBudget:
     def _fit(self, step: int, per_step: float) -> None:
         assert self.seconds is not None
         fit = step + int(((1 - RESERVE) * self.seconds - self.elapsed()) / per_step)
-        fit = self._agree(max(step, min(self.total, fit)))
-        if fit < self.total:
+        fit = self._agree(max(step, min(self.limit, fit)))
+        if fit != self.total:
             log.info(
                 "time budget %.1f min: training for %d steps (%.3f s/step)", self.seconds / 60, fit, per_step
             )
