@@ -5,9 +5,17 @@ places the result on the field-of-view-preserving grid, :func:`estimate_profile`
 profile from the data, :class:`InPlanePairs` makes (lq, gt) training pairs from the in-plane axes,
 and :func:`combine_orientations` applies a 2D super-resolver across the thick axis in both
 orthogonal planes. Importing this package imports torch.
+
+The package is also the API function: ``aesr_sci.selfsr(image, ...)`` calls
+:func:`aesr_sci.selfsupervised.selfsr`, the orchestration above training and inference (imported
+on the call, so these lower parts never import it).
 """
 
 from __future__ import annotations
+
+import sys
+import types
+from typing import Any
 
 from .geometry import SliceGeometry, combine_orientations, output_meta, slice_geometry
 from .pairs import InPlanePairs
@@ -22,3 +30,15 @@ __all__ = [
     "output_meta",
     "slice_geometry",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable as :func:`aesr_sci.selfsupervised.selfsr`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from ..selfsupervised import selfsr
+
+        return selfsr(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
