@@ -125,6 +125,21 @@ def _parse_bytes(_ctx: click.Context, _param: click.Parameter, value: str | None
     return int(number * factor)
 
 
+_precision_option = click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
+)
+_device_option = click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    help="cpu, cuda or cuda:N (default: CUDA when available).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="aesr-sci")
 @click.option("-v", "--verbose", count=True, help="More log messages (repeat for debug).")
@@ -320,13 +335,7 @@ def train(
     default=None,
     help="Window core in input voxels (default: the largest that fits --memory-budget; 0: whole image).",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
-)
+@_precision_option
 @click.option(
     "--memory-budget",
     callback=_parse_bytes,
@@ -340,12 +349,7 @@ def train(
     show_default=True,
     help="GeoTIFF: stream block size in input pixels (sets peak memory).",
 )
-@click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    help="cpu, cuda or cuda:N (default: CUDA when available).",
-)
+@_device_option
 @click.option("--tta", is_flag=True, help="Average over flips and in-plane rotations.")
 @click.option(
     "--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input."
@@ -467,19 +471,8 @@ def _adapted(
     default=None,
     help="Folder for the trained model, for 'aesr-sci upscale' on other scans of the same protocol.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
-)
-@click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    help="cpu, cuda or cuda:N (default: CUDA when available).",
-)
+@_precision_option
+@_device_option
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT and a model in --save-model if they exist.")
 @click.pass_context
 @_user_errors

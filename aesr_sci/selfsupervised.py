@@ -132,25 +132,14 @@ def selfsr(
     dev = select_device(device)
     reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = minutes - (time.perf_counter() - started + reserve) / 60
-    result = fit(
-        loaded.network,
-        pairs,
-        minutes=max(train_minutes, 1e-3),
-        batch_size=batch_size,
-        lr=lr,
-        precision=precision,
-        device=dev,
-        progress=progress,
-        seed=seed,
-    )
-    loaded.network = result.network
-    loaded.config["training"] = {"steps": result.steps, "minutes": round(result.seconds / 60, 3)}
+    options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
+    steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
     out = upscale(img, loaded, precision=precision, device=dev)
     if save_model is not None:
-        write_model(save_model, result.network, loaded.config)
+        write_model(save_model, loaded.network, loaded.config)
     minutes_taken = (time.perf_counter() - started) / 60
-    log.info("selfsr: %d steps, %.2f of %.2f min", result.steps, minutes_taken, minutes)
-    meta = out.meta.with_provenance(operation="selfsr", steps=result.steps, minutes=round(minutes_taken, 3))
+    log.info("selfsr: %d steps, %.2f of %.2f min", steps, minutes_taken, minutes)
+    meta = out.meta.with_provenance(operation="selfsr", steps=steps, minutes=round(minutes_taken, 3))
     return Image(out.data, meta, mask=out.mask)
 
 
@@ -190,20 +179,18 @@ def adapt(
         pairs: Dataset = _in_plane_pairs(img, geometry, profile, own.normalization, source, seed)
     else:
         pairs = _degraded_pairs(img, own.degradation, own.normalization, own.statistics, source, seed)
-    result = fit(
-        own.network,
-        pairs,
-        minutes=minutes,
-        batch_size=batch_size,
-        lr=lr,
-        precision=precision,
-        device=device,
-        progress=progress,
-        seed=seed,
-    )
-    own.network = result.network
-    config["adapted"] = {"input": source, "steps": result.steps, "minutes": round(result.seconds / 60, 3)}
+    options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
+    _train(own, pairs, "adapted", {"input": source}, minutes=minutes, device=device, **options)
     return own
+
+
+def _train(loaded: LoadedModel, pairs: Dataset, key: str, info: dict[str, Any], **options: Any) -> int:
+    """Train ``loaded``'s network on ``pairs`` (:func:`aesr_sci.training.fit` with ``options``), keep
+    the trained network and record the steps and minutes under ``key`` in its config; the steps."""
+    result = fit(loaded.network, pairs, **options)
+    loaded.network = result.network
+    loaded.config[key] = {**info, "steps": result.steps, "minutes": round(result.seconds / 60, 3)}
+    return result.steps
 
 
 # ----------------------------------------------------------------------------------- pairs
