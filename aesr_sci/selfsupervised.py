@@ -139,7 +139,10 @@ def selfsr(
         write_model(save_model, loaded.network, loaded.config)
     minutes_taken = (time.perf_counter() - started) / 60
     log.info("selfsr: %d steps, %.2f of %.2f min", steps, minutes_taken, minutes)
-    meta = out.meta.with_provenance(operation="selfsr", steps=steps, minutes=round(minutes_taken, 3))
+    thick = loaded.config.get("selfsr") or {}
+    meta = out.meta.with_provenance(
+        operation="selfsr", steps=steps, minutes=round(minutes_taken, 3), slice_profile=thick.get("profile")
+    )
     return Image(out.data, meta, mask=out.mask)
 
 

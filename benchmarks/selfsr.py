@@ -61,9 +61,8 @@ def run(thick_path: Path, minutes: float, supervised: Path | None) -> str:
         raise SystemExit(f"{thick_path}: selfsr wrote {out.spatial_shape}, the truth is {reference.shape}")
     ours = psnr(reference, out.data[0], mask=mask)
     provenance = out.meta.provenance
-    profile = "-"
-    if isinstance(provenance.get("selfsr"), dict):
-        profile = f"x{provenance['selfsr'].get('scale')}"
+    fitted = provenance.get("slice_profile") or {}
+    profile = f"{fitted.get('shape')} {fitted.get('fwhm', 0):.2f} ({fitted.get('source')})" if fitted else "-"
     cells = [
         stem,
         f"{cubic:.2f}",
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    header = "| volume | cubic (dB) | selfsr (dB) | gain | minutes / budget | steps | scale |"
+    header = "| volume | cubic (dB) | selfsr (dB) | gain | minutes / budget | steps | slice profile (fine voxels) |"
     rule = "|---|---|---|---|---|---|---|"
     if args.supervised is not None:
         header, rule = header + " supervised (dB) |", rule + "---|"
