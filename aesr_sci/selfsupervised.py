@@ -132,6 +132,15 @@ def selfsr(
     dev = select_device(device)
     reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = minutes - (time.perf_counter() - started + reserve) / 60
+    if train_minutes < 0.1 * minutes:
+        log.warning(
+            "Warning: %s: the budget of %g min leaves %.2f min to train (the final inference alone should "
+            "take %.0f s): give more --minutes",
+            source,
+            minutes,
+            max(train_minutes, 0.0),
+            reserve - _SPARE_S,
+        )
     options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
     out = upscale(img, loaded, precision=precision, device=dev)

@@ -69,7 +69,8 @@ def run_steps(
         for k, v in losses.items():
             state.running[k] = v if k not in state.running else 0.95 * state.running[k] + 0.05 * v
         state.step += 1
-        bar.total = budget.total
+        if budget.fitted:  # the steps the time allows are known
+            bar.total = budget.total
         bar.update(1)
         bar.set_postfix(postfix() if postfix else {"loss": f"{state.running['loss']:.4f}"}, refresh=False)
         if not budget.after_step(state.step):
@@ -133,7 +134,7 @@ def fit(
     from tqdm.auto import tqdm
 
     state = LoopState()
-    bar = tqdm(total=budget.total, disable=not progress, unit="step", desc="training")
+    bar = tqdm(total=None if minutes else budget.total, disable=not progress, unit="step", desc="training")
     try:
         run_steps(step, iter(loader), budget, state, bar=bar, lr_name="the learning rate")
     finally:
