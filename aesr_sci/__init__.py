@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str] = {
     "upscale": "aesr_sci.infer",
     "evaluate": "aesr_sci.evaluation",
     "load_recipe": "aesr_sci.recipe",
-    "selfsr": "aesr_sci",  # the package aesr_sci.selfsr, callable as aesr_sci.selfsupervised.selfsr
+    "selfsr": "aesr_sci.selfsupervised",
     "adapt": "aesr_sci.selfsupervised",
 }
 
@@ -44,8 +44,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def __getattr__(name: str) -> Any:
-    if name == "selfsr":
-        return importlib.import_module("aesr_sci.selfsr")
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
