@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "upscale": "aesr_sci.infer",
     "evaluate": "aesr_sci.evaluation",
     "load_recipe": "aesr_sci.recipe",
+    "selfsr": "aesr_sci.selfsupervised",
+    "adapt": "aesr_sci.selfsupervised",
 }
 
 __all__ = ["__version__", *_EXPORTS]

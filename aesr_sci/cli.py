@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -147,6 +148,21 @@ def _parse_bytes(_ctx: click.Context, _param: click.Parameter, value: str | None
     if number <= 0:
         raise click.BadParameter(f"{value!r} must be positive: write e.g. 2G or 500M")
     return int(number * factor)
+
+
+_precision_option = click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
+)
+_device_option = click.option(
+    "--device",
+    default=None,
+    callback=_check_device,
+    help="cpu, cuda or cuda:N (default: CUDA when available).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -349,18 +365,19 @@ def train(
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
+    "--adapt",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    metavar="MINUTES",
+    help="Fine-tune a copy of MODEL on the input (degraded one scale further) for MINUTES first; one INPUT.",
+)
+@click.option(
     "--patch-size",
     callback=_parse_scale,
     default=None,
     help="Window core in input voxels (default: the largest that fits --memory-budget; 0: whole image).",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-    default="auto",
-    show_default=True,
-    help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
-)
+@_precision_option
 @click.option(
     "--memory-budget",
     callback=_parse_bytes,
@@ -374,12 +391,7 @@ def train(
     show_default=True,
     help="GeoTIFF: stream block size in input pixels (sets peak memory).",
 )
-@click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    help="cpu, cuda or cuda:N (default: CUDA when available).",
-)
+@_device_option
 @click.option("--tta", is_flag=True, help="Average over flips and in-plane rotations.")
 @click.option(
     "--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input."
@@ -400,6 +412,7 @@ def upscale(
     ctx: click.Context,
     model: str,
     paths: tuple[str, ...],
+    adapt: float | None,
     patch_size: Any,
     precision: str,
     memory_budget: int | None,
@@ -438,6 +451,10 @@ def upscale(
         raise click.UsageError("give at least one INPUT and an OUTPUT")
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing exclude each other: give one")
+    if adapt is not None:
+        model = _adapted(
+            model, paths, adapt, overwrite=overwrite, device=device, precision=precision, ctx=ctx
+        )
     written = upscale_files(
         model,
         list(paths[:-1]),
@@ -553,6 +570,100 @@ def models(spatial_dims: str, channels: int, scale: Any, as_json: bool) -> None:
         click.echo(
             f"{r['name']:<12} {r['parameters']:>12,} {r['macs_per_output_voxel']:>14,.0f}  {r['description']}"
         )
+
+
+# ------------------------------------------------------------------------------------- selfsr
+def _adapted(
+    model: str,
+    paths: tuple[str, ...],
+    minutes: float,
+    *,
+    overwrite: bool,
+    device: str | None,
+    precision: str,
+    ctx: click.Context,
+) -> Any:
+    """``upscale --adapt``: a copy of MODEL fine-tuned on the one INPUT (the output checked first)."""
+    from .fileutil import check_output
+    from .selfsupervised import adapt
+
+    if len(paths) != 2 or os.path.isdir(paths[0]):
+        raise click.UsageError("--adapt fine-tunes on one input: give one INPUT file and an OUTPUT")
+    if not os.path.isdir(paths[1]):
+        check_output(paths[1], overwrite=overwrite, inputs=[paths[0]])
+    return adapt(
+        model, paths[0], minutes=minutes, device=device, precision=precision, progress=not ctx.obj["quiet"]
+    )
+
+
+@main.command(short_help="Super-resolve an image with a network trained on the image itself.")
+@click.argument("input", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("output", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--scale",
+    type=click.IntRange(2),
+    default=None,
+    help="Factor across the thick axis (default: from the voxel sizes), or along every axis of an isotropic image.",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Time budget for training and inference.",
+)
+@click.option(
+    "--save-model",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Folder for the trained model, for 'aesr-sci upscale' on other scans of the same protocol.",
+)
+@_precision_option
+@_device_option
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT and a model in --save-model if they exist.")
+@click.pass_context
+@_user_errors
+def selfsr(
+    ctx: click.Context,
+    input: str,
+    output: str,
+    scale: int | None,
+    minutes: float,
+    save_model: str | None,
+    precision: str,
+    device: str | None,
+    overwrite: bool,
+) -> None:
+    """Super-resolve INPUT into OUTPUT with a network trained on INPUT alone, within --minutes.
+
+    A thick-slice NIfTI (e.g. 0.9 x 0.9 x 5 mm) teaches a 2D network what its thin in-plane axes
+    look like through its own slice profile (estimated from the data); the network is applied
+    across the thick axis in both orthogonal planes and the output lies on the field-of-view
+    preserving grid. An isotropic image needs --scale: the network learns to undo the image
+    degraded one scale further.
+
+    \b
+    Example:
+      aesr-sci selfsr t2_thick.nii.gz t2_thin.nii.gz --minutes 10 --save-model t2_protocol/
+      aesr-sci selfsr t1_1mm.nii.gz t1_05mm.nii.gz --scale 2
+    """
+    from .fileutil import check_output
+    from .io import write
+    from .selfsupervised import selfsr as selfsr_api
+
+    check_output(output, overwrite=overwrite, inputs=[input])
+    out = selfsr_api(
+        input,
+        scale=scale,
+        minutes=minutes,
+        save_model=save_model,
+        precision=precision,
+        device=device,
+        overwrite=overwrite,
+        progress=not ctx.obj["quiet"],
+    )
+    write(out, output, overwrite=overwrite)
+    click.echo(f"wrote {output}: {'x'.join(map(str, out.spatial_shape))}", err=True)
 
 
 # ------------------------------------------------------------------------------------- sample

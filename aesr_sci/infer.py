@@ -470,6 +470,9 @@ def _apply_tta(run: Any, x: torch.Tensor, scale: Sequence[int], spacing: Sequenc
 def check_fit(model: LoadedModel, image: Image, source: str, *, thick_slices: bool = True) -> None:
     """Raise :class:`MismatchError` if ``model`` cannot upscale ``image``: dimensions, bands, and
     (``thick_slices``, for inputs rather than high-resolution references) the thick-slice axis."""
+    if model.config.get("selfsr"):
+        _thick_geometry(model, image, source)
+        return
     if image.spatial_dims != model.spatial_dims:
         kind = {2: "2D (rasters or slices)", 3: "3D (volumes)"}
         raise MismatchError(
@@ -493,6 +496,64 @@ def check_fit(model: LoadedModel, image: Image, source: str, *, thick_slices: bo
                 f"input's voxels are {spacing[thick]:.3g} along axis {thick} against "
                 f"{min(spacing):.3g} elsewhere: give a thick-slice input, or reorient it so its slice axis is {thick}"
             )
+
+
+def _thick_geometry(model: LoadedModel, image: Image, source: str) -> Any:
+    """The thick axis of ``image`` for a thick-slice model of ``aesr-sci selfsr`` (a 2D network
+    applied across the thick axis), or :class:`MismatchError`."""
+    from .selfsr import slice_geometry
+
+    scale = int(model.config["selfsr"]["scale"])
+    if image.spatial_dims != 3 or (image.channels != model.in_channels and model.in_channels != 1):
+        raise MismatchError(
+            f"{source}: the model super-resolves thick-slice volumes of {model.in_channels} channel(s) but "
+            f"this is a {image.spatial_dims}D image of {image.channels}: give a thick-slice NIfTI volume"
+        )
+    geometry = slice_geometry(image.meta, scale=scale, name=source)
+    if geometry.axis is None:
+        raise MismatchError(
+            f"{source}: the model super-resolves thick slices (x{scale} across the thick axis) but the "
+            f"input's voxels are {' x '.join(f'{v:.3g}' for v in image.meta.spacing)} mm, with no thick "
+            "axis: give a thick-slice scan of the model's protocol"
+        )
+    return geometry
+
+
+def _upscale_thick(
+    img: Image,
+    loaded: LoadedModel,
+    source: str,
+    *,
+    device: torch.device,
+    precision: str,
+    memory_budget: float | None,
+) -> Image:
+    """``upscale`` with a thick-slice model of ``aesr-sci selfsr``: its 2D network is applied across
+    the thick axis in both orthogonal planes (:func:`~aesr_sci.selfsr.combine_orientations`) and the
+    result lies on the field-of-view-preserving grid (:func:`~aesr_sci.selfsr.output_meta`)."""
+    from .data.normalize import Normalizer, fit_statistics
+    from .selfsr import combine_orientations, output_meta
+
+    geometry = _thick_geometry(loaded, img, source)
+    network = loaded.network.to(device).eval()
+    normalizer = Normalizer.from_dict(loaded.normalization)
+    data = np.asarray(img.data, dtype=np.float32)
+    stats = fit_statistics(data, img.common_mask, normalizer=normalizer, **loaded.statistics)
+    x = fill_nodata(np.asarray(normalizer.apply(data, stats), dtype=np.float32), img.common_mask)
+
+    def planes_up(planes: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(planes)
+        return predict(network, t, device=device, precision=precision, memory_budget=memory_budget).numpy()
+
+    bands = [x] if loaded.in_channels == x.shape[0] else [x[c : c + 1] for c in range(x.shape[0])]
+    y = np.concatenate(
+        [combine_orientations(b, planes_up, axis=geometry.axis, scale=geometry.scale) for b in bands]
+    )
+    out = np.asarray(normalizer.invert(y, stats), dtype=np.float32)
+    meta = output_meta(img.meta, geometry).with_provenance(
+        **_provenance(loaded, tta=False, consistency=False)
+    )
+    return Image(out, meta, mask=_hr_mask(img.mask, geometry.zoom))
 
 
 def check_spacing(
@@ -625,6 +686,16 @@ def upscale(
     check_fit(loaded, img, source)
     dev = select_device(device)
     resolve_precision(precision, dev)  # an unknown value fails before any work
+    if loaded.config.get("selfsr"):
+        if tta or consistency:
+            raise MismatchError(
+                f"{loaded.path}: a thick-slice model of aesr-sci selfsr is applied in both orientations "
+                "already: leave out --tta and --consistency"
+            )
+        thick = _upscale_thick(
+            img, loaded, source, device=dev, precision=precision, memory_budget=memory_budget
+        )
+        return from_image(thick, kind)
     network = loaded.network.to(dev).eval()
     scale = loaded.scale
     patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size else loaded.patch_size

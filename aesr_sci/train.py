@@ -22,10 +22,8 @@ by DistributedDataParallel, and rank 0 validates and writes files.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +40,10 @@ from .data.feed import build_normalizer as _normalizer
 from .data.feed import check_content, check_data_files, resolve_files
 from .data.positions import GlobalIndex as _GlobalIndex
 from .data.positions import StepSampler as _StepSampler
-from .errors import DataError
 from .recipe import Recipe, load_recipe
 from .training import (
     ContentStep,
+    LoopState,
     Placement,
     Progress,
     RunDirectory,
@@ -53,6 +51,7 @@ from .training import (
     make_step,
     mixed_precision,
     place,
+    run_steps,
     validate,
 )
 
@@ -302,46 +301,30 @@ def _loop(s: _Session, loader: DataLoader, *, show: bool | None) -> None:
     """Optimisation steps from the checkpoint's step until the budget's total, then the last checkpoint."""
     from tqdm.auto import tqdm
 
-    step, budget = s.progress.step, s.budget
+    budget, state = s.budget, LoopState(s.progress.step, s.running)
     # show=None: tqdm decides (a bar in a terminal or notebook, none when the output is a file)
     disable = True if show is False or not s.placement.writes else None if show is None else False
-    bar = tqdm(total=budget.total, initial=step, disable=disable, unit="step")
-    batches = iter(loader)
+    bar = tqdm(total=budget.total, initial=state.step, disable=disable, unit="step")
     try:
-        s.step.generator.train()
-        while step < budget.total:
-            t0 = time.perf_counter()
-            if (batch := next(batches, None)) is None:
-                break
-            t1 = time.perf_counter()
-            s.step.schedule(step, budget.total)
-            losses = s.step(batch)
-            # the share of the step spent waiting for data (running mean, logged as data_wait)
-            losses["data_wait"] = (t1 - t0) / max(time.perf_counter() - t0, 1e-9)
-            if not math.isfinite(losses["loss"]):
-                raise DataError(
-                    f"the loss became {losses['loss']} at step {step}: lower train.lr (now {s.recipe.train.lr}) "
-                    "or check the data for outliers"
-                )
-            s.running = {
-                k: v if k not in s.running else 0.95 * s.running[k] + 0.05 * v for k, v in losses.items()
-            }
-            step += 1
-            bar.total = budget.total
-            bar.update(1)
-            bar.set_postfix(_postfix(s), refresh=False)
-            if not budget.after_step(step):
-                break
-            if step % s.recipe.train.val_every == 0 and step < budget.total:
-                _checkpoint(s, step, validate=True)
+        run_steps(
+            s.step,
+            iter(loader),
+            budget,
+            state,
+            bar=bar,
+            lr_name="train.lr",
+            every=s.recipe.train.val_every,
+            on_every=lambda step: _checkpoint(s, step, validate=True),
+            postfix=lambda: _postfix(s),
+        )
     except KeyboardInterrupt:
         bar.close()
-        _checkpoint(s, step, validate=False)
+        _checkpoint(s, state.step, validate=False)
         raise KeyboardInterrupt(
-            f"interrupted at step {step}: continue with --resume --out {s.run.path}"
+            f"interrupted at step {state.step}: continue with --resume --out {s.run.path}"
         ) from None
     bar.close()
-    _checkpoint(s, step, validate=True, final=True)
+    _checkpoint(s, state.step, validate=True, final=True)
     s.placement.barrier()
 
 

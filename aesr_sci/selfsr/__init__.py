@@ -5,6 +5,10 @@ places the result on the field-of-view-preserving grid, :func:`estimate_profile`
 profile from the data, :class:`InPlanePairs` makes (lq, gt) training pairs from the in-plane axes,
 and :func:`combine_orientations` applies a 2D super-resolver across the thick axis in both
 orthogonal planes. Importing this package imports torch.
+
+The package is also the API function: ``aesr_sci.selfsr(image, ...)`` calls
+:func:`aesr_sci.selfsupervised.selfsr`, the orchestration above training and inference (imported
+on the call, so these lower parts never import it).
 """
 
 from __future__ import annotations

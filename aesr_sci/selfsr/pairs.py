@@ -28,11 +28,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.normalize import Normalizer
+from ..data.normalize import (
+    FOREGROUND_THRESHOLD,
+    Normalizer,
+    fit_statistics,
+    foreground_level,
+    foreground_mask,
+)
 from ..errors import DataError
 from ..spatial import Image
 from .geometry import SliceGeometry
-from .profile import SliceProfile, foreground_levels
+from .profile import SliceProfile
 
 __all__ = ["InPlanePairs"]
 
@@ -62,7 +68,8 @@ class InPlanePairs(Dataset):
     max_tries
         Positions tried per item.
     foreground_threshold
-        Foreground is above ``min + threshold * (p99 - min)`` in some channel.
+        Foreground differs from the background by this fraction of the robust range in some
+        channel (:func:`~aesr_sci.data.normalize.foreground_level`).
     augment
         Random flips along both axes.
     seed
@@ -96,7 +103,7 @@ class InPlanePairs(Dataset):
         normalizer: Normalizer | dict[str, Any] | str | None = None,
         min_valid: float = 0.5,
         max_tries: int = 10,
-        foreground_threshold: float = 0.01,
+        foreground_threshold: float = FOREGROUND_THRESHOLD,
         augment: bool = True,
         seed: int = 0,
     ) -> None:
@@ -128,10 +135,10 @@ class InPlanePairs(Dataset):
         valid = (
             np.ones(image.spatial_shape, bool) if image.mask is None else np.asarray(image.common_mask, bool)
         )
-        levels = foreground_levels(data, valid, foreground_threshold)
-        good = valid & (data > levels[:, None, None, None]).any(0)
+        level = foreground_level(data, valid, threshold=foreground_threshold)
+        good = foreground_mask(data, valid, level)
         data = np.where(valid[None], data, np.float32(0.0))
-        self.stats = self.normalizer.fit(data, good if good.any() else valid)
+        self.stats = fit_statistics(data, valid, normalizer=self.normalizer, policy="foreground", level=level)
         # per in-plane direction: slices (T, C, degraded axis, other axis), their twins and masks
         directions = [
             self._direction(data, good, valid, a, masked=image.mask is not None) for a in self.in_plane

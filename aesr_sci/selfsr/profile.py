@@ -23,16 +23,18 @@ import numpy as np
 import torch
 
 from ..data.degrade import SLICE_PROFILES, Degradation
+from ..data.normalize import FOREGROUND_THRESHOLD, foreground_level, foreground_mask
 from ..errors import DataError
 from ..spatial import Image
 from .geometry import SliceGeometry
 
-__all__ = ["SliceProfile", "estimate_profile", "foreground_levels"]
+__all__ = ["SliceProfile", "estimate_profile"]
 
 logger = logging.getLogger(__name__)
 
 _MIN_WINDOWS = 64  # fewer through-plane windows than this: the header's profile is used
 _TIE = 0.25  # fits whose residuals differ by less than this fraction are taken as equally good
+_OUTSIDE = -1e30  # the value of voxels outside the foreground: no window containing one counts
 _WIDTHS = np.geomspace(0.25, 2.0, 29)  # candidate FWHMs, in units of the scale
 
 
@@ -101,7 +103,7 @@ def estimate_profile(
     shapes: Sequence[str] = SLICE_PROFILES,
     window: int = 16,
     max_planes: int = 32,
-    foreground_threshold: float = 0.1,
+    foreground_threshold: float = FOREGROUND_THRESHOLD,
     seed: int = 0,
 ) -> SliceProfile:
     """Estimate the slice profile of a thick-slice volume from its data.
@@ -122,7 +124,8 @@ def estimate_profile(
     max_planes
         Planes drawn at random along each in-plane axis (bounds the time: about a second).
     foreground_threshold
-        Windows count when all their values exceed ``min + threshold * (p99 - min)``.
+        Windows count when all their voxels are foreground: away from the background by this
+        fraction of the robust range in some channel (:func:`~aesr_sci.data.normalize.foreground_level`).
     seed
         Seed of the plane draw.
 
@@ -144,10 +147,7 @@ def estimate_profile(
     if unknown or not shapes:
         raise DataError(f"unknown slice profile(s) {unknown}: use some of {', '.join(SLICE_PROFILES)}")
     header = SliceProfile("gaussian", float(fwhm or geometry.fwhm), geometry.scale, "header")
-    planes = _planes(image, geometry, max_planes=max_planes, seed=seed)
-    level = float(
-        foreground_levels(np.asarray(image.data, np.float32), image.common_mask, foreground_threshold).min()
-    )
+    planes, level = _planes(image, geometry, max_planes=max_planes, seed=seed, threshold=foreground_threshold)
     window = min(int(window), image.spatial_shape[geometry.axis]) // 2 * 2  # type: ignore[index]
     widths = [float(fwhm)] if fwhm is not None else list(_WIDTHS * geometry.scale)
     best = header
@@ -179,25 +179,23 @@ def estimate_profile(
     return best
 
 
-def foreground_levels(data: np.ndarray, valid: np.ndarray | None, threshold: float) -> np.ndarray:
-    """Per channel of ``(C, *S)`` data, the foreground level ``min + threshold * (p99 - min)`` of its valid values."""
-    levels = []
-    for band in data:
-        values = band[valid] if valid is not None else band.ravel()
-        lo = float(values.min())
-        levels.append(lo + threshold * (float(np.percentile(values, 99)) - lo))
-    return np.asarray(levels, dtype=np.float32)
+def _planes(
+    image: Image, geometry: SliceGeometry, *, max_planes: int, seed: int, threshold: float
+) -> tuple[list[np.ndarray], float]:
+    """Per in-plane axis ``a``, a batch ``(N, C, A, T)`` of planes containing ``a`` and the thick axis,
+    and the level below which a blurred value has touched a voxel outside the foreground.
 
-
-def _planes(image: Image, geometry: SliceGeometry, *, max_planes: int, seed: int) -> list[np.ndarray]:
-    """Per in-plane axis ``a``, a batch ``(N, C, A, T)`` of planes containing ``a`` and the thick axis.
-
-    ``A`` is cropped to a multiple of the scale; nodata is set to ``-1e30`` (never foreground).
+    ``A`` is cropped to a multiple of the scale; nodata and background voxels (not
+    :func:`~aesr_sci.data.normalize.foreground_mask`) are set to ``_OUTSIDE``.
     """
     axis, s = int(geometry.axis), geometry.scale  # type: ignore[arg-type]
     data = np.asarray(image.data, dtype=np.float32)
-    if image.mask is not None:
-        data = np.where(image.common_mask[None], data, np.float32(-1e30))
+    valid = image.common_mask
+    fg = foreground_mask(data, valid, foreground_level(data, valid, threshold=threshold))
+    assert fg is not None  # a level is given
+    inside = data[:, fg] if fg.any() else np.zeros((1, 1), np.float32)
+    lo, hi = float(inside.min()), float(inside.max())
+    data = np.where(fg[None], data, np.float32(_OUTSIDE))
     rng = np.random.default_rng(seed)
     out = []
     for a in geometry.in_plane:
@@ -206,7 +204,7 @@ def _planes(image: Image, geometry: SliceGeometry, *, max_planes: int, seed: int
         planes = planes[:, :, : planes.shape[2] - planes.shape[2] % s]
         pick = np.sort(rng.choice(len(planes), size=min(len(planes), max_planes), replace=False))
         out.append(np.ascontiguousarray(planes[pick], dtype=np.float64))
-    return out
+    return out, lo - (hi - lo) - 1.0  # below every foreground value, far above any touched by _OUTSIDE
 
 
 def _asymmetry(planes: list[np.ndarray], profile: SliceProfile, level: float, window: int) -> float:

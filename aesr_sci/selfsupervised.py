@@ -1,0 +1,333 @@
+"""Self-supervised super-resolution from the input alone: ``aesr-sci selfsr`` and ``upscale --adapt``.
+
+It orchestrates from above: it makes training pairs from the input (a pair source of its own),
+trains with the engine's loop (:func:`aesr_sci.training.fit`), then super-resolves the input with
+:func:`aesr_sci.infer.upscale`.
+
+- A thick-slice volume (:func:`~aesr_sci.selfsr.slice_geometry` finds its thick axis): the slice
+  profile is estimated from the data, a 2D network of the family learns from in-plane patches
+  degraded by it (:class:`~aesr_sci.selfsr.InPlanePairs`), and is applied across the thick axis in
+  both orthogonal planes, the output on the field-of-view-preserving grid (SMORE, ECLARE).
+- An isotropic image with a scale (zero-shot): the network learns to undo the input degraded one
+  scale further (``kspace`` for NIfTI, ``gaussian`` for other images), then is applied to the input.
+- :func:`adapt`: a copy of a trained model is fine-tuned on pairs made from the input by the
+  model's own degradation before it predicts; the model's folder is never touched.
+
+The time budget covers training and the final inference: inference is timed on a sample before
+training and its estimate kept aside.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .checkpoint import MODEL_JSON, LoadedModel, load_model
+from .checkpoint import save_model as write_model
+from .data.degrade import Degradation
+from .data.normalize import FOREGROUND_THRESHOLD, Normalizer
+from .errors import DataError, OutputExistsError
+from .infer import predict, select_device, upscale
+from .selfsr import InPlanePairs, SliceGeometry, SliceProfile, estimate_profile, slice_geometry
+from .spatial import Image
+from .training import fit
+
+__all__ = ["adapt", "selfsr"]
+
+log = logging.getLogger(__name__)
+
+_MIN_LQ = 4  # low-resolution voxels a training patch needs along each axis
+_PATCH = {2: 48, 3: 32}  # largest high-resolution training patch per axis, 2D and 3D
+_SAMPLES = 1000  # items per epoch of the pair sources
+_SPARE_S = 2.0  # seconds kept for writing the output and the model
+
+
+def selfsr(
+    image: Image | str | os.PathLike[str],
+    *,
+    scale: int | None = None,
+    minutes: float = 10.0,
+    save_model: str | os.PathLike[str] | None = None,
+    thickness: float | None = None,
+    network: str = "residual",
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    precision: str = "auto",
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    seed: int = 0,
+) -> Image:
+    """Super-resolve ``image`` with a network trained on the image itself, within ``minutes``.
+
+    Parameters
+    ----------
+    image
+        A thick-slice NIfTI volume (its scale read from the voxel sizes), or any image with ``scale``.
+    scale
+        The factor across the thick axis, or along every axis of an isotropic image (required then).
+    minutes
+        Wall-clock budget for training and the final inference (honoured within 10 %).
+    save_model
+        A folder for the trained model (``model.json`` + ``model.safetensors``), which ``aesr-sci
+        upscale`` applies to other scans of the same protocol as this function does.
+    thickness
+        The slice thickness in mm when it differs from the spacing (slices with gaps).
+    network
+        A network of the family (:func:`aesr_sci.nets.build_model`).
+    batch_size, lr
+        Training batch size and peak learning rate.
+    precision, device
+        As for :func:`aesr_sci.infer.upscale`; training uses the same precision.
+    overwrite
+        Replace a model in ``save_model``.
+    progress
+        Show a progress bar.
+    seed
+        Seed of the pairs and of the network's initialisation.
+
+    Returns
+    -------
+    Image
+        The super-resolved image in the input's units, with exact metadata: a thick-slice volume on
+        the field-of-view-preserving grid (:func:`~aesr_sci.selfsr.output_meta`), an isotropic one
+        zoomed as the degradation's grid convention defines.
+
+    Raises
+    ------
+    DataError
+        An isotropic image (or a 2D raster) without ``scale``, two thick axes, or an input too small
+        for a training patch.
+    OutputExistsError
+        A model in ``save_model`` without ``overwrite``.
+
+    Examples
+    --------
+    >>> out = selfsr("t2_thick.nii.gz", minutes=10)  # doctest: +SKIP
+    >>> out.meta.spacing  # doctest: +SKIP
+    (0.9, 0.9, 0.917)
+    """
+    from .io import read
+
+    started = time.perf_counter()
+    source = "the input" if isinstance(image, Image) else str(image)
+    if save_model is not None and (Path(save_model) / MODEL_JSON).exists() and not overwrite:
+        raise OutputExistsError(f"{save_model} holds a model already: give --overwrite or another folder")
+    img = image if isinstance(image, Image) else read(image)
+    geometry = slice_geometry(img.meta, scale=scale, thickness=thickness, name=source)
+    torch.manual_seed(seed)
+    if geometry.axis is None:
+        pairs, loaded = _zero_shot(img, geometry, source, network, seed)
+    else:
+        pairs, loaded = _thick_slices(img, geometry, source, network, seed)
+    dev = select_device(device)
+    reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
+    train_minutes = minutes - (time.perf_counter() - started + reserve) / 60
+    if train_minutes < 0.1 * minutes:
+        log.warning(
+            "Warning: %s: the budget of %g min leaves %.2f min to train (the final inference alone should "
+            "take %.0f s): give more --minutes",
+            source,
+            minutes,
+            max(train_minutes, 0.0),
+            reserve - _SPARE_S,
+        )
+    options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
+    steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
+    out = upscale(img, loaded, precision=precision, device=dev)
+    if save_model is not None:
+        write_model(save_model, loaded.network, loaded.config)
+    minutes_taken = (time.perf_counter() - started) / 60
+    log.info("selfsr: %d steps, %.2f of %.2f min", steps, minutes_taken, minutes)
+    thick = loaded.config.get("selfsr") or {}
+    meta = out.meta.with_provenance(
+        operation="selfsr", steps=steps, minutes=round(minutes_taken, 3), slice_profile=thick.get("profile")
+    )
+    return Image(out.data, meta, mask=out.mask)
+
+
+def adapt(
+    model: LoadedModel | str | os.PathLike[str],
+    image: Image | str | os.PathLike[str],
+    *,
+    minutes: float,
+    batch_size: int = 16,
+    lr: float = 1e-4,
+    precision: str = "auto",
+    device: str | None = None,
+    progress: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """A copy of ``model`` fine-tuned for ``minutes`` on pairs made from ``image`` (degraded one scale
+    further by the model's own degradation, or by its slice profile for a thick-slice model).
+
+    The model given, and its folder, are left as they are; the copy is returned for
+    :func:`aesr_sci.infer.upscale`.
+
+    Examples
+    --------
+    >>> adapted = adapt("runs/mri_x2", "clinical.nii.gz", minutes=3)  # doctest: +SKIP
+    >>> out = upscale("clinical.nii.gz", adapted)  # doctest: +SKIP
+    """
+    from .io import read
+
+    source = "the input" if isinstance(image, Image) else str(image)
+    img = image if isinstance(image, Image) else read(image)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    config = copy.deepcopy(loaded.config)
+    own = LoadedModel(copy.deepcopy(loaded.network), config, loaded.path)
+    if config.get("selfsr"):
+        geometry = slice_geometry(img.meta, scale=int(config["selfsr"]["scale"]), name=source)
+        profile = SliceProfile.from_dict(config["selfsr"]["profile"])
+        pairs: Dataset = _in_plane_pairs(img, geometry, profile, own.normalization, source, seed)
+    else:
+        pairs = _degraded_pairs(img, own.degradation, own.normalization, own.statistics, source, seed)
+    options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
+    _train(own, pairs, "adapted", {"input": source}, minutes=minutes, device=device, **options)
+    return own
+
+
+def _train(loaded: LoadedModel, pairs: Dataset, key: str, info: dict[str, Any], **options: Any) -> int:
+    """Train ``loaded``'s network on ``pairs`` (:func:`aesr_sci.training.fit` with ``options``), keep
+    the trained network and record the steps and minutes under ``key`` in its config; the steps."""
+    result = fit(loaded.network, pairs, **options)
+    loaded.network = result.network
+    loaded.config[key] = {**info, "steps": result.steps, "minutes": round(result.seconds / 60, 3)}
+    return result.steps
+
+
+# ----------------------------------------------------------------------------------- pairs
+def _patch(shape: tuple[int, ...], scale: tuple[int, ...], cap: int, source: str) -> tuple[int, ...]:
+    """The largest training patch up to ``cap`` per axis, a multiple of the scale; an input too
+    small for ``_MIN_LQ`` low-resolution voxels per axis is refused."""
+    if any(n < _MIN_LQ * s for n, s in zip(shape, scale)):
+        need = " x ".join(str(_MIN_LQ * s) for s in scale)
+        raise DataError(
+            f"{source}: {' x '.join(map(str, shape))} voxels is too small for scale {'x'.join(map(str, scale))}: "
+            f"a training patch needs at least {need}; give a larger image or a smaller --scale"
+        )
+    return tuple(s * max(_MIN_LQ, min(cap, n) // s) for n, s in zip(shape, scale))
+
+
+def _in_plane_pairs(
+    img: Image, geometry: SliceGeometry, profile: SliceProfile, normalizer: Any, source: str, seed: int
+) -> InPlanePairs:
+    """In-plane pairs of a thick-slice volume, its patch as large as the in-plane axes allow."""
+    s = geometry.scale
+    n = min(img.spatial_shape[a] for a in geometry.in_plane)
+    p, q = _patch((n, n), (s, 1), _PATCH[2], source)
+    return InPlanePairs(
+        img,
+        geometry,
+        profile,
+        patch_size=(p, q),
+        samples_per_epoch=_SAMPLES,
+        normalizer=normalizer,
+        seed=seed,
+    )
+
+
+def _degraded_pairs(
+    img: Image, degradation: Degradation, normalizer: Any, statistics: dict[str, Any], source: str, seed: int
+) -> Dataset:
+    """Pairs of the input and its degradation one scale further (zero-shot and ``--adapt``)."""
+    from .data.dataset import PairDataset
+
+    dims = img.spatial_dims
+    scale = degradation.scale_for(dims)
+    patch = _patch(tuple(img.spatial_shape), scale, _PATCH[dims], source)
+    return PairDataset(
+        [img],
+        spatial_dims=dims,
+        patch_size=patch,
+        degradation=degradation,
+        normalizer=normalizer,
+        samples_per_epoch=_SAMPLES,
+        policy=statistics.get("policy"),
+        seed=seed,
+    )
+
+
+# --------------------------------------------------------------------------------- models
+def _config(network: torch.nn.Module, degradation: Degradation, policy: str, **extra: Any) -> dict[str, Any]:
+    """The ``model.json`` of a self-trained network (what :func:`aesr_sci.infer.upscale` reads)."""
+    from .nets import model_config
+
+    return {
+        "network": model_config(network),
+        "degradation": {**degradation.to_dict(), "convention": degradation.convention},
+        "normalization": Normalizer().to_dict(),
+        "statistics": {"policy": policy, "threshold": FOREGROUND_THRESHOLD},
+        "inference_patch": None,
+        "recipe": "selfsr",
+        **extra,
+    }
+
+
+def _thick_slices(
+    img: Image, geometry: SliceGeometry, source: str, name: str, seed: int
+) -> tuple[Dataset, LoadedModel]:
+    """In-plane pairs and an untrained 2D network ``(scale, 1)`` for a thick-slice volume."""
+    from .nets import build_model
+
+    profile = estimate_profile(img, geometry, seed=seed)
+    pairs = _in_plane_pairs(img, geometry, profile, None, source, seed)
+    deg = profile.degradation(spatial_dims=2, axis=0)
+    net = build_model(
+        name, spatial_dims=2, in_channels=img.channels, scale=[geometry.scale, 1], convention=deg.convention
+    )
+    selfsr_info = {
+        "scale": geometry.scale,
+        "profile": profile.to_dict(),
+        "spacing": list(geometry.spacing),
+        "thick_axis": geometry.axis,
+    }
+    config = _config(net, deg, "foreground", spatial_dims=2, selfsr=selfsr_info)
+    return pairs, LoadedModel(net, config, Path("selfsr"))
+
+
+def _zero_shot(
+    img: Image, geometry: SliceGeometry, source: str, name: str, seed: int
+) -> tuple[Dataset, LoadedModel]:
+    """Pairs of the input degraded one scale further and an untrained network of the input's dimensions."""
+    from .nets import build_model
+
+    dims = img.spatial_dims
+    deg = Degradation("kspace" if img.meta.format == "nifti" else "gaussian", (geometry.scale,) * dims)
+    pairs = _degraded_pairs(img, deg, None, {}, source, seed)
+    net = build_model(
+        name, spatial_dims=dims, in_channels=img.channels, scale=geometry.scale, convention=deg.convention
+    )
+    config = _config(net, deg, str(pairs.policy), spatial_dims=dims)
+    return pairs, LoadedModel(net, config, Path("selfsr"))
+
+
+def _inference_seconds(
+    loaded: LoadedModel, img: Image, geometry: SliceGeometry, device: torch.device, precision: str
+) -> float:
+    """The final inference's time, extrapolated from one timed pass of the (untrained) network over a sample."""
+    net = loaded.network.to(device).eval()
+    shape = img.spatial_shape
+    if geometry.axis is not None:  # planes (thick axis, in-plane axis), both orientations
+        a, b = geometry.in_plane
+        n = min(16, shape[b])
+        sample = torch.zeros(n, loaded.in_channels, shape[geometry.axis], shape[a])
+        factor = (shape[a] + shape[b]) / n * max(1, img.channels // loaded.in_channels)
+    else:
+        crop = tuple(min(n, 64 if len(shape) == 2 else 24) for n in shape)
+        sample = torch.zeros(1, img.channels, *crop)
+        factor = math.prod(shape) / math.prod(crop)
+    t0 = time.perf_counter()
+    predict(net, sample, device=device, precision=precision)
+    seconds = (time.perf_counter() - t0) * factor
+    log.info("selfsr: the final inference should take about %.1f s", seconds)
+    return float(np.clip(seconds, 0.0, None))

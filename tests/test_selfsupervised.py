@@ -1,0 +1,139 @@
+"""Tests of self-supervised super-resolution: aesr-sci selfsr, upscale --adapt and training.fit."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import aesr_sci
+from aesr_sci.cli import main
+from aesr_sci.data.degrade import Degradation
+from aesr_sci.io import read
+from aesr_sci.nets import build_model
+from aesr_sci.selfsr import output_meta, slice_geometry
+from aesr_sci.spatial import Image, SpatialMeta
+from aesr_sci.training import fit
+from tests.conftest import oblique_affine, save_model_dir, write_geotiff, write_nifti
+
+
+def _tissues(shape, seed: int = 0) -> np.ndarray:
+    """Smooth blobs of 'tissue' on air, isotropic: what a head looks like at low resolution."""
+    rng = np.random.default_rng(seed)
+    k = np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij")
+    r2 = sum(x**2 for x in k)
+    f = np.fft.ifftn(np.fft.fftn(rng.standard_normal(shape)) * np.exp(-r2 * 200.0)).real
+    f = (f - f.mean()) / f.std()
+    out = 100.0 + 30.0 * np.tanh(2.0 * f)
+    out[:2] = out[-2:] = out[:, :2] = out[:, -2:] = 0.0
+    return out.astype(np.float32)
+
+
+def _thick_nifti(path: Path, shape=(32, 32, 32), s: int = 4) -> Path:
+    """A volume of ``shape`` made s times thicker along its last axis (box slices, 1 x 1 x s mm)."""
+    hr = _tissues(shape)
+    lo = Degradation("slice", (1, 1, s), {"fwhm": float(s), "profile": "box"})
+    thick = lo.apply(torch.from_numpy(hr)[None, None])[0, 0].numpy()
+    return write_nifti(path, thick.shape, oblique_affine((1.0, 1.0, float(s))), data=thick)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(main, ["-q", *args])
+
+
+def test_selfsr_writes_the_fov_grid_and_its_saved_model_upscales_other_scans_alike(tmp_path):
+    thick = _thick_nifti(tmp_path / "thick.nii.gz")
+    out, model = tmp_path / "thin.nii.gz", tmp_path / "protocol"
+    result = _cli("selfsr", str(thick), str(out), "--minutes", "0.05", "--save-model", str(model))
+    assert result.exit_code == 0, result.output
+    src, got = read(thick), read(out)
+    geometry = slice_geometry(src.meta)
+    assert geometry.axis == 2 and geometry.scale == 4
+    assert got.spatial_shape == (32, 32, 32) and np.isfinite(got.data).all()
+    np.testing.assert_allclose(got.meta.affine, output_meta(src.meta, geometry).affine, atol=1e-5)
+    # every thick slice's centre is the mean of the world positions of the four thin ones it covers
+    thin = got.meta.affine @ np.array([[5, 7, k, 1.0] for k in range(4, 8)]).T
+    np.testing.assert_allclose(thin.mean(1), src.meta.affine @ np.array([5, 7, 1, 1.0]), atol=1e-4)
+    # the saved model, applied by upscale, gives the same volume (both orientations across the thick axis)
+    again = tmp_path / "again.nii.gz"
+    result = _cli("upscale", str(model), str(thick), str(again))
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(read(again).data, got.data, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(read(again).meta.affine, got.meta.affine)
+    # upscale --adapt fine-tunes a copy: the model folder stays byte for byte as it was
+    before = _digest(model)
+    adapted = tmp_path / "adapted.nii.gz"
+    result = _cli("upscale", str(model), str(thick), str(adapted), "--adapt", "0.01")
+    assert result.exit_code == 0, result.output
+    assert _digest(model) == before and read(adapted).spatial_shape == (32, 32, 32)
+    # a thick-slice model refuses an isotropic scan in one line
+    iso = write_nifti(tmp_path / "iso.nii.gz", (32, 32, 32), oblique_affine((1.0, 1.0, 1.0)))
+    result = _cli("upscale", str(model), str(iso), str(tmp_path / "no.nii.gz"))
+    assert result.exit_code == 2 and "no thick axis" in result.output
+    assert not (tmp_path / "no.nii.gz").exists()
+
+
+def test_isotropic_images_learn_from_themselves_degraded_one_scale_further():
+    image = Image(_tissues((40, 36))[None], SpatialMeta(np.diag([10.0, 10.0, 1.0])))
+    out = aesr_sci.selfsr(image, scale=2, minutes=0.02)
+    assert out.spatial_shape == (80, 72) and np.isfinite(out.data).all()
+    assert out.meta.spacing == pytest.approx((5.0, 5.0))
+    assert out.meta.provenance["operation"] == "selfsr"
+
+
+def test_upscale_adapt_fine_tunes_a_copy_and_leaves_the_model_folder_alone(tmp_path):
+    model = save_model_dir(tmp_path, spatial_dims=3)
+    scan = write_nifti(tmp_path / "scan.nii.gz", (24, 24, 24), data=_tissues((24, 24, 24)))
+    before = _digest(model)
+    plain, adapted = tmp_path / "plain.nii.gz", tmp_path / "adapted.nii.gz"
+    assert _cli("upscale", str(model), str(scan), str(plain)).exit_code == 0
+    result = _cli("upscale", str(model), str(scan), str(adapted), "--adapt", "0.01")
+    assert result.exit_code == 0, result.output
+    assert _digest(model) == before
+    a, b = read(plain), read(adapted)
+    assert a.spatial_shape == b.spatial_shape and np.allclose(a.meta.affine, b.meta.affine)
+    assert not np.allclose(a.data, b.data)  # the weights moved
+    result = _cli("upscale", str(model), str(scan), str(scan), str(tmp_path / "out"), "--adapt", "1")
+    assert result.exit_code == 2 and "one INPUT" in result.output
+
+
+def test_selfsr_refusals_are_one_line_and_leave_nothing_behind(tmp_path):
+    iso = write_nifti(tmp_path / "iso.nii.gz", (32, 32, 32), oblique_affine((1.0, 1.0, 1.0)))
+    raster = write_geotiff(tmp_path / "r.tif", bands=1)
+    small = _thick_nifti(tmp_path / "small.nii.gz", shape=(12, 12, 16), s=4)
+    cases = [
+        ([str(iso), str(tmp_path / "a.nii.gz")], "give --scale"),
+        ([str(raster), str(tmp_path / "a.tif")], "give --scale"),
+        ([str(small), str(tmp_path / "a.nii.gz")], "too small"),
+        ([str(iso), str(small), "--scale", "2"], "exists"),
+    ]
+    files = sorted(tmp_path.iterdir())
+    for args, words in cases:
+        result = _cli("selfsr", *args, "--minutes", "0.01")
+        assert result.exit_code == 2, result.output
+        assert words in result.output and len(result.output.strip().splitlines()) == 1
+        assert "Traceback" not in result.output
+    assert sorted(tmp_path.iterdir()) == files
+
+
+def test_fit_trains_for_the_steps_asked_and_lowers_the_loss():
+    from aesr_sci.data.dataset import PairDataset
+
+    image = Image(_tissues((48, 48))[None], SpatialMeta(np.eye(3)))
+    pairs = PairDataset(
+        [image], spatial_dims=2, patch_size=16, degradation=Degradation("area", (2, 2)), min_valid=0.0
+    )
+    torch.manual_seed(0)
+    net = build_model("residual", spatial_dims=2, in_channels=1, scale=2, features=8, blocks=1)
+    short = fit(net, pairs, minutes=None, steps=2, batch_size=4, precision="float32", device="cpu")
+    assert short.steps == 2 and not short.network.training and np.isfinite(short.loss)
+    longer = fit(net, pairs, minutes=None, steps=60, batch_size=4, precision="float32", device="cpu")
+    assert longer.steps == 60 and longer.loss < short.loss
