@@ -150,9 +150,10 @@ def _parse_bytes(_ctx: click.Context, _param: click.Parameter, value: str | None
     return int(number * factor)
 
 
+_PRECISIONS = ["auto", "float32", "bfloat16", "float16"]  # infer.PRECISIONS, without importing torch
 _precision_option = click.option(
     "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    type=click.Choice(_PRECISIONS),
     default="auto",
     show_default=True,
     help="auto: bfloat16 on CUDA and on CPUs with native bfloat16, else float32.",
@@ -300,15 +301,10 @@ def degrade(
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=str), default=None, help="Run directory."
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
-@click.option(
-    "--device",
-    default=None,
-    callback=_check_device,
-    help="cpu, cuda or cuda:N (default: CUDA when available).",
-)
+@_device_option
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    type=click.Choice(_PRECISIONS),
     default=None,
     help="Training precision (sets train.precision; auto: bfloat16 on CUDA and on CPUs with native bfloat16).",
 )
