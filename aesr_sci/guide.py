@@ -41,6 +41,7 @@ __all__ = [
     "check_guide",
     "check_guide_bands",
     "check_guide_shape",
+    "crop_to_guide",
     "dsen2_sigma",
     "join_guides",
     "sentinel2_band",
@@ -549,8 +550,46 @@ def _crop(image: Image, shape: tuple[int, ...]) -> Image:
     if image.spatial_shape == shape:
         return image
     region = tuple(slice(0, n) for n in shape)
-    mask = None if image.mask is None else image.mask[region]
+    mask = None if image.mask is None else image.mask[(..., *region)]
     return Image(image.data[(slice(None), *region)], image.meta, mask)
+
+
+def crop_to_guide(
+    target: Image,
+    guides: Sequence[Image],
+    scale: int | Sequence[int],
+    *,
+    guide_names: Sequence[str] = (),
+) -> tuple[Image, Image, GuideGrid]:
+    """A target and its guide files (finest first) on one grid: checked, joined and cropped.
+
+    The first guide is checked against the target by :func:`check_guide` (CRS, pixel size,
+    corner); the guides are joined by :func:`join_guides` (as the training sampler joins them);
+    both are cropped at the far end to the :class:`GuideGrid`'s windows, so the guide's shape is
+    the target's times the scale.
+
+    Returns
+    -------
+    tuple
+        ``(target, guide, grid)``; ``grid.meta`` is the output's metadata.
+
+    Raises
+    ------
+    MismatchError
+        As :func:`check_guide` and :func:`join_guides`.
+    """
+    names = list(guide_names) or ["guide"]
+    grid = check_guide(
+        target.meta,
+        guides[0].meta,
+        scale,
+        target_shape=target.spatial_shape,
+        guide_shape=guides[0].spatial_shape,
+        guide_name=names[0],
+    )
+    joined = join_guides(list(guides))
+    target_shape = tuple(b for _, b in grid.target_window)
+    return _crop(target, target_shape), _crop(joined, grid.shape), grid
 
 
 # ------------------------------------------------------------------------- Sentinel-2 bands

@@ -231,15 +231,34 @@ def _global_means(means: dict[torch.nn.Module, torch.Tensor]) -> Iterator[None]:
             h.remove()
 
 
-def _window(lq: torch.Tensor, core: Sequence[tuple[int, int]], halo: int) -> tuple[torch.Tensor, list[int]]:
-    """The input window around ``core`` (clipped to the image) and its start on each axis."""
+def _as_inputs(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """``(lq,)`` or ``(lq, guide)``: a network's inputs, from one tensor or a sequence of them."""
+    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+
+
+def _window(
+    inputs: torch.Tensor | Sequence[torch.Tensor], core: Sequence[tuple[int, int]], halo: int
+) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+    """The windows around ``core`` (clipped to the image) of ``lq`` and any guide, and lq's start on each axis.
+
+    ``inputs`` is ``(lq,)`` or ``(lq, guide)``; a guide's window is lq's times the guide's factor
+    (its size over lq's on each axis), so both cover the same ground.
+    """
+    inputs = _as_inputs(inputs)
+    lq = inputs[0]
     starts = [max(0, a - halo) for a, _ in core]
     stops = [min(n, b + halo) for (_, b), n in zip(core, lq.shape[2:])]
-    return lq[(slice(None), slice(None), *(slice(a, b) for a, b in zip(starts, stops)))], starts
+    windows = []
+    for x in inputs:
+        f = [m // n for m, n in zip(x.shape[2:], lq.shape[2:])]
+        windows.append(
+            x[(slice(None), slice(None), *(slice(a * k, b * k) for a, b, k in zip(starts, stops, f)))]
+        )
+    return tuple(windows), starts
 
 
 def _measure_pools(
-    run: Any, lq: torch.Tensor, cores: Sequence[Sequence[tuple[int, int]]], r: Reach
+    run: Any, lq: Sequence[torch.Tensor], cores: Sequence[Sequence[tuple[int, int]]], r: Reach
 ) -> dict[torch.nn.Module, torch.Tensor]:
     """Whole-image means of the global pools, each from the window cores with the earlier ones fixed.
 
@@ -254,7 +273,11 @@ def _measure_pools(
 
 
 def _pool_mean(
-    run: Any, lq: torch.Tensor, cores: Sequence[Sequence[tuple[int, int]]], halo: int, pool: torch.nn.Module
+    run: Any,
+    lq: Sequence[torch.Tensor],
+    cores: Sequence[Sequence[tuple[int, int]]],
+    halo: int,
+    pool: torch.nn.Module,
 ) -> torch.Tensor:
     """The mean of ``pool``'s input over the whole image, summed over the windows' cores."""
     total: list[torch.Tensor] = []
@@ -272,14 +295,14 @@ def _pool_mean(
     handle = pool.register_forward_pre_hook(measure)
     try:
         for core in cores:
-            where["window"], where["starts"] = _window(lq, core, halo)
-            where["core"] = core
+            windows, where["starts"] = _window(lq, core, halo)
+            where["window"], where["core"] = windows[0], core
             with contextlib.suppress(_Stop):
-                run(where["window"])
+                run(*windows)
     finally:
         handle.remove()
-    mean = torch.stack(total).sum(0) / math.prod(lq.shape[2:])
-    return mean.float()[(..., *([None] * (lq.dim() - 2)))]
+    mean = torch.stack(total).sum(0) / math.prod(lq[0].shape[2:])
+    return mean.float()[(..., *([None] * (lq[0].dim() - 2)))]
 
 
 @torch.no_grad()
@@ -292,6 +315,7 @@ def predict(
     precision: str = "float32",
     memory_budget: float | None = None,
     progress: bool = False,
+    guide: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run ``network`` over ``lq`` ``(N, C, *S)``, in windows when it does not fit, exactly.
 
@@ -311,6 +335,9 @@ def predict(
         ``"float32"``, which is bit-identical to calling the network).
     memory_budget
         Bytes the windows may use; default :func:`default_memory_budget`.
+    guide
+        For a guided network, its guide ``(N, G, *(S * scale))``: each window of ``lq`` runs with
+        the matching window of the guide (the receptive field covers both), so tiling stays exact.
 
     Returns
     -------
@@ -322,38 +349,49 @@ def predict(
     dims = lq.dim() - 2
     channels_last(network, layout, dims)
 
-    def run(x: torch.Tensor, module: Any = network) -> torch.Tensor:
+    def run(*x: torch.Tensor, module: Any = network) -> torch.Tensor:
         with autocast(device, dtype):
-            return module(channels_last(x.to(device, non_blocking=True), layout, dims)).float()
+            return module(*(channels_last(t.to(device, non_blocking=True), layout, dims) for t in x)).float()
 
+    inputs = (lq,) if guide is None else (lq, guide)
     r = network_reach(network, lq)
     budget = memory_budget if memory_budget is not None else default_memory_budget(device)
     cores = plan_windows(lq.shape[2:], r, patch_size=patch_size, budget=budget, itemsize=2 if dtype else 4)
     if cores is None:
-        return run(lq).cpu().contiguous()
+        log.debug("one whole-image pass")
+        return run(*inputs).cpu().contiguous()
+    log.debug(
+        "%d windows (halo %d)%s", len(cores), r.halo, " with their guide windows" if guide is not None else ""
+    )
     gen = getattr(network, "generator", network)
     # a Fourier skip is global: tile the local part (when the network has one) and add it once
     global_skip = getattr(gen, "skip_mode", None) == "fourier" and type(gen).local is not SRNetwork.local
     local = gen.local if global_skip else network
-    means = _measure_pools(lambda x: run(x, local), lq, cores, r) if r.global_pools else {}
+    means = _measure_pools(lambda *x: run(*x, module=local), inputs, cores, r) if r.global_pools else {}
     with _global_means(means):
-        out = _stitch(lambda x: run(x, local), lq, cores, r.halo, progress)
+        out = _stitch(lambda *x: run(*x, module=local), inputs, cores, r.halo, progress)
     if global_skip:
         out += gen.skip(lq.to(device)).float().cpu()
     return out
 
 
 def _stitch(
-    run: Any, lq: torch.Tensor, cores: Sequence[Sequence[tuple[int, int]]], halo: int, progress: bool
+    run: Any,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    cores: Sequence[Sequence[tuple[int, int]]],
+    halo: int,
+    progress: bool,
 ) -> torch.Tensor:
-    """Run every window and copy the output of its core into the result."""
+    """Run every window (of lq and any guide) and copy the output of its core into the result."""
     from tqdm.auto import tqdm
 
+    lq = _as_inputs(inputs)[0]
     out: torch.Tensor | None = None
     scale: list[int] = []
     for core in tqdm(cores, desc="windows", disable=not progress, unit="window"):
-        window, starts = _window(lq, core, halo)
-        y = run(window).cpu()
+        windows, starts = _window(inputs, core, halo)
+        window = windows[0]
+        y = run(*windows).cpu()
         if out is None:
             scale = [o // i for o, i in zip(y.shape[2:], window.shape[2:])]
             out = torch.empty((*y.shape[:2], *(n * s for n, s in zip(lq.shape[2:], scale))))

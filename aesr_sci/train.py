@@ -40,6 +40,7 @@ from .data.feed import build_normalizer as _normalizer
 from .data.feed import check_content, check_data_files, resolve_files
 from .data.positions import GlobalIndex as _GlobalIndex
 from .data.positions import StepSampler as _StepSampler
+from .errors import RecipeError
 from .recipe import Recipe, load_recipe
 from .training import (
     ContentStep,
@@ -69,6 +70,7 @@ def check_data(recipe: Recipe | str) -> str:
     # the pixels too (guides included): a truncated file fails now, not in an hour
     check_content([*train_files, *val_files, *summary["guide_files"]])
     channels = int(summary["channels"])
+    _check_guided(recipe, summary)
     _build_network(recipe, channels, summary["guide_channels"])  # a wrong model name or argument fails here
     return f"{len(train_files)} training and {len(val_files)} validation file(s), {channels} channel(s)"
 
@@ -85,6 +87,23 @@ def _build_network(recipe: Recipe, channels: int, guide_channels: int = 0) -> to
         convention=_degradation(recipe).convention,
         **recipe.model.kwargs(),
     )
+
+
+def _check_guided(recipe: Recipe, summary: dict[str, Any]) -> None:
+    """Refuse, in one line, guides for a model that takes none and a guided model without guides."""
+    from .nets.registry import is_guided
+
+    source, name = recipe.source or "recipe", recipe.model.name
+    if summary["guide_channels"] and not is_guided(name):
+        raise RecipeError(
+            f"{source}: data.guides are given but model {name!r} takes no guide: use a guided model "
+            "(model.name=guided_residual or guided_dual) or remove data.guides"
+        )
+    if is_guided(name) and not summary["guide_channels"]:
+        raise RecipeError(
+            f"{source}: model {name!r} is guided but the recipe names no guides: give data.guides "
+            "(and data.val_guides), one per entry of data.paths, in the same order"
+        )
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -105,9 +124,10 @@ def _git_commit() -> str | None:
 
 @dataclass
 class _ValItem:
-    case: Any  # aesr_sci.evaluation.Case: the reference, mask and PSNR peak, as evaluate scores them
+    case: Any  # aesr_sci.evaluation.Case (GuidedCase): the reference, mask and PSNR peak, as evaluate scores them
     lq: torch.Tensor  # (1, C, *S) normalised: case.inputs
-    baseline: np.ndarray  # (C, *S*s) normalised
+    baselines: dict[str, np.ndarray]  # name -> (C, *S*s) normalised
+    guide: torch.Tensor | None = None  # (1, G, *S*s) normalised: case.guide_inputs of a guided model
 
     def score(self, image: np.ndarray) -> dict[str, float]:
         """PSNR and SSIM of ``image`` against the reference, in the foreground (as evaluate scores)."""
@@ -257,7 +277,8 @@ def _plan(recipe: Recipe, run: RunDirectory, *, resume: bool, overwrite: bool) -
     """Check everything that can be wrong before any training: recipe, data, network, run directory."""
     train_files, val_files = resolve_files(recipe)
     summary = check_data_files(recipe, train_files, val_files)
-    _build_network(recipe, int(summary["channels"]))  # a wrong model name or argument fails here
+    _check_guided(recipe, summary)
+    _build_network(recipe, int(summary["channels"]), summary["guide_channels"])  # a wrong model fails here
     data = recipe.data.model_copy(update={"paths": train_files, "val_paths": val_files})
     plan = _Plan(
         train_files,
@@ -278,12 +299,13 @@ def _session(
 ) -> tuple[_Session, DataLoader]:
     """The network, its step, the validation files and the batches of the steps to take."""
     torch.manual_seed(recipe.train.seed)
-    network = _build_network(recipe, plan.channels)  # built after seeding: same init on every rank and run
+    # built after seeding: same init on every rank and run
+    network = _build_network(recipe, plan.channels, plan.summary["guide_channels"])
     precision = mixed_precision(placement.device, recipe.train.precision)
     step = make_step(network, recipe.train, placement=placement, precision=precision)
     loader = _loader(recipe, plan.train_files, placement, plan.state)
     val_files = plan.val_files[: recipe.train.val_max_files]
-    val_items = _validation_items(recipe, val_files) if placement.writes else []
+    val_items = _validation_items(recipe, val_files, plan.summary) if placement.writes else []
     config = _model_config(recipe, network, plan.channels, plan.summary)
     state = plan.state
     budget = StepBudget(
@@ -363,7 +385,6 @@ def _validate(s: _Session) -> dict[str, Any]:
         s.step.generator,
         s.val_items,
         patch_size=_inference_patch(s.recipe),
-        baseline=_val_baseline(s.recipe),
         device=s.step.device,
         precision=s.recipe.train.precision,
     )
@@ -468,21 +489,64 @@ def _model_config(
         else None,
         "recipe": recipe.name,
         "recipe_source": recipe.source,
+        **_guide_config(summary),
     }
 
 
-def _validation_items(recipe: Recipe, files: Sequence[str]) -> list[_ValItem]:
-    from .evaluation import held_out_case
+def _guide_config(summary: dict[str, Any]) -> dict[str, Any]:
+    """What model.json records of a guided model's guides (nothing for an unguided one): their band
+    count and names, the statistics policy they are normalised with, and each guide file's pixel
+    size as a factor of the first (finest) one's, e.g. ``[[1, 1], [2, 2]]`` for 10 m and 20 m guides."""
+    if not summary["guide_channels"]:
+        return {}
+    return {
+        "guide_channels": int(summary["guide_channels"]),
+        "guide_band_names": list(summary["guide_band_names"]),
+        "guide_statistics": summary["guide_statistics"],
+        "guide_factors": summary["guide_factors"],
+    }
+
+
+def _validation_items(recipe: Recipe, files: Sequence[str], summary: dict[str, Any]) -> list[_ValItem]:
+    """The held-out cases, with the baselines validation compares with (and their guides)."""
+    from .data.feed import resolve_guides
     from .io import read
 
-    deg = _degradation(recipe)
-    normalizer = _normalizer(recipe)
+    guides = resolve_guides(recipe, files) or [()] * len(files)
     items = []
-    for path in files:
-        case = held_out_case(read(path), deg, normalizer, path=str(path))
+    for path, guide_files in zip(files, guides):
+        case = _validation_case(recipe, read(path), guide_files, summary, str(path))
         lq_t = torch.from_numpy(np.ascontiguousarray(case.inputs))[None]
-        items.append(_ValItem(case, lq_t, case.baseline(_val_baseline(recipe))))
+        names = [_val_baseline(recipe), *(["hpf"] if guide_files else [])]
+        guide = torch.from_numpy(np.ascontiguousarray(case.guide_inputs))[None] if guide_files else None
+        items.append(_ValItem(case, lq_t, {n: case.baseline(n) for n in names}, guide))
     return items
+
+
+def _validation_case(
+    recipe: Recipe, target: Any, guide_files: Sequence[str], summary: dict[str, Any], path: str
+) -> Any:
+    """:func:`~aesr_sci.evaluation.held_out_case`, or for a guided recipe
+    :func:`~aesr_sci.evaluation.held_out_guided_case` on the windows :func:`~aesr_sci.guide.check_guide` finds."""
+    from .evaluation import held_out_case, held_out_guided_case
+    from .guide import crop_to_guide
+    from .io import read
+
+    deg, normalizer = _degradation(recipe), _normalizer(recipe)
+    if not guide_files:
+        return held_out_case(target, deg, normalizer, path=path)
+    target, guide, _ = crop_to_guide(
+        target, [read(g) for g in guide_files], recipe.data.scale_tuple(), guide_names=guide_files
+    )
+    return held_out_guided_case(
+        target,
+        guide,
+        deg,
+        normalizer,
+        path=path,
+        statistics=summary["statistics"],
+        guide_statistics=summary["guide_statistics"],
+    )
 
 
 def _val_baseline(recipe: Recipe) -> str:

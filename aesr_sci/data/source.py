@@ -294,7 +294,8 @@ def check_sources(
         ``files``, ``channels``, ``spatial_dims``, ``shapes`` (spatial, per file), ``formats``,
         ``spacings``, ``voxels`` (total), ``band_names`` and ``dtype`` (of the first file),
         ``guide_channels`` (0 without guides), ``guide_band_names`` (the joined guide's, of the
-        first file), ``guide_files`` (every guide path) and ``text`` (a one-line summary).
+        first file), ``guide_files`` (every guide path), ``guide_factors`` (each guide file's pixel
+        size over the first guide's, per axis) and ``text`` (a one-line summary).
 
     Raises
     ------
@@ -346,6 +347,7 @@ def check_sources(
         "guide_channels": sources[0].guide_channels,
         "guide_band_names": [n for g in first for n in (g.meta.band_names or ("",) * g.channels)],
         "guide_files": [g.path for s in sources for g in s.guides if g.path is not None],
+        "guide_factors": [list(g.factor) for g in first],  # each guide file's pixels over the finest's
         "text": text,
     }
 

@@ -11,6 +11,10 @@ forward pass on a small input with hooks on every convolution:
 - ``multiple``: the product of strides on the coarsest grid. A strided network is not
   translation-equivariant; its windows must start at multiples of this to see the same grid as
   the whole image.
+- A guided network (``forward(lq, guide)``, the guide ``scale`` times finer) is probed with its
+  :meth:`~aesr_sci.nets.guided.GuidedSRNetwork.example_guide`; its guide-grid layers count in lq
+  voxels like any layer after the upsampler, so the halo covers both inputs (the guide window is
+  the lq window times the scale).
 - ``global_pools``: adaptive average pools to one value per channel (squeeze-excitation gates);
   their output depends on the whole input, so tiled inference computes them over the whole input
   (see :func:`aesr_sci.infer.predict`).
@@ -82,9 +86,10 @@ def reach(network: nn.Module, *, spatial_dims: int, in_channels: int) -> Reach:
         m.register_forward_hook(hook) for m in network.modules() if isinstance(m, _CONVS + _DECONVS + _POOLS)
     ]
     x = torch.zeros(1, in_channels, *([size] * spatial_dims))
+    guide = network.example_guide(x) if hasattr(network, "example_guide") else None
     try:
         with torch.no_grad():
-            out = network(x)
+            out = network(x) if guide is None else network(x, guide)
     finally:
         for h in handles:
             h.remove()
@@ -101,5 +106,6 @@ def reach(network: nn.Module, *, spatial_dims: int, in_channels: int) -> Reach:
     halo = -(-halo // multiple) * multiple  # window starts stay on the coarsest grid
     voxels = size**spatial_dims
     out_per_voxel = out[0].numel() / voxels
-    bytes_per_voxel = 4.0 * (4 * widest / voxels + 3 * out_per_voxel + in_channels)
+    guide_per_voxel = 0.0 if guide is None else guide[0].numel() / voxels
+    bytes_per_voxel = 4.0 * (4 * widest / voxels + 3 * out_per_voxel + in_channels + guide_per_voxel)
     return Reach(int(halo), int(multiple), bytes_per_voxel, tuple(dict.fromkeys(pools)))

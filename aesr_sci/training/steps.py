@@ -113,7 +113,7 @@ class ContentStep:
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         lq, gt, mask = self.inputs(batch)
         with self.precision.autocast(self.device.type):
-            pred = self.forward(lq)
+            pred = self.generate(lq, batch)
         loss = content_loss(pred.float(), gt, mask, self.loss)
         self.update(loss)
         return {"loss": float(loss.detach())}
@@ -122,6 +122,14 @@ class ContentStep:
         """The batch's low-resolution input, target and mask on the device."""
         lq, gt, mask = (batch[k].to(self.device, non_blocking=True) for k in ("lq", "gt", "mask"))
         return channels_last(lq, self.channels_last, self.spatial_dims), gt, mask
+
+    def generate(self, lq: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The generator's output for ``lq``: ``net(lq, guide)`` with the batch's guide when it has one
+        (on the device, in ``lq``'s memory layout), else ``net(lq)``."""
+        if "guide" not in batch:
+            return self.forward(lq)
+        guide = batch["guide"].to(self.device, non_blocking=True)
+        return self.forward(lq, channels_last(guide, self.channels_last, self.spatial_dims))
 
     def update(self, loss: torch.Tensor) -> None:
         """Scaled backward pass, gradient clipping and the generator's optimiser step."""
@@ -192,7 +200,7 @@ class AdversarialStep(ContentStep):
         lq, gt, mask = self.inputs(batch)
         with frozen(self.discriminator):  # the generator step: no gradient reaches the discriminator
             with self.precision.autocast(self.device.type):
-                pred = self.forward(lq)
+                pred = self.generate(lq, batch)
                 real, fake = self.discriminator(gt), self.discriminator(pred)
             content = content_loss(pred.float(), gt, mask, self.loss)
             adversarial = adversarial_losses(real.float(), fake.float(), kind=self.kind).generator

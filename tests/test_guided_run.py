@@ -1,0 +1,154 @@
+"""Guided super-resolution end to end: training, upscaling on the guide's grid, evaluation, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+from affine import Affine
+from click.testing import CliRunner
+
+from aesr_sci.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
+
+X0, Y0 = 585000.0, 4415000.0
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _grid(pixel: float, dx: float = 0.0) -> Affine:
+    return Affine(pixel, 0.0, X0 + dx, 0.0, -pixel, Y0)
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, ...], blobs: int = 8) -> np.ndarray:
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    out = np.zeros(shape, np.float32)
+    for _ in range(blobs):
+        c, r = rng.uniform(-0.8, 0.8, len(shape)), rng.uniform(0.05, 0.2)
+        out += rng.uniform(200, 900) * np.exp(-sum((g - ci) ** 2 for g, ci in zip(grids, c)) / (2 * r * r))
+    return out
+
+
+def scene(folder: Path, make_geotiff, name: str = "a", *, seed: int = 0, size=(32, 28), guide_bands: int = 2):
+    """A 2-band 20 m target and its 10 m guide: the target's bands are mixtures of the guide's at 10 m,
+    block-averaged; the guide holds the detail the target lacks."""
+    rng = np.random.default_rng(seed)
+    fine = np.stack([_smooth(rng, (2 * size[0], 2 * size[1])) for _ in range(guide_bands)]) + 100
+    mix = rng.uniform(0.3, 1.0, (2, guide_bands))
+    target_fine = np.einsum("tg,g...->t...", mix, fine)
+    target = target_fine.reshape(2, size[0], 2, size[1], 2).mean((2, 4))
+    kw = {"dtype": "uint16", "nodata": 0, "nodata_border": 2}
+    t = make_geotiff(folder / f"{name}_20m.tif", bands=2, height=size[0], width=size[1], data=target, **kw)
+    g = make_geotiff(
+        folder / f"{name}_10m.tif",
+        bands=guide_bands,
+        height=2 * size[0],
+        width=2 * size[1],
+        data=fine,
+        transform=_grid(10.0),
+        band_names=[f"G{i + 2}" for i in range(guide_bands)],
+        **kw,
+    )
+    return t, g
+
+
+def train_guided(tmp_path: Path, make_geotiff, *extra: str) -> tuple[Path, list[Path]]:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    files = [scene(data, make_geotiff, n, seed=i) for i, n in enumerate("abc")]
+    sets = [
+        f"data.paths=[{data}/a_20m.tif,{data}/b_20m.tif]",
+        f"data.guides=[{data}/a_10m.tif,{data}/b_10m.tif]",
+        f"data.val_paths=[{data}/c_20m.tif]",
+        f"data.val_guides=[{data}/c_10m.tif]",
+        "data.patch_size=12",
+        "data.samples_per_epoch=8",
+        "data.min_valid=0.1",
+        "model.features=4",
+        "model.blocks=1",
+        "train.batch_size=2",
+        "train.max_steps=3",
+        "train.val_every=2",
+        *extra,
+    ]
+    run = tmp_path / "run"
+    args = ["-q", "train", str(RECIPES / "sentinel2_guided_x2.yaml"), "--out", str(run)]
+    result = CliRunner().invoke(main, args + [x for s in sets for x in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    return run, [p for pair in files for p in pair]
+
+
+# ------------------------------------------------------------------------------- training
+def test_a_guided_recipe_trains_and_records_its_guides(tmp_path, make_geotiff):
+    run, _ = train_guided(tmp_path, make_geotiff)
+    doc = json.loads((run / "model" / "model.json").read_text())
+    assert doc["guide_channels"] == 2 and doc["guide_band_names"] == ["G2", "G3"]
+    assert doc["guide_statistics"]["policy"] == doc["statistics"]["policy"]
+    assert doc["guide_factors"] == [[1, 1]]
+    assert doc["network"]["guide_channels"] == 2
+    val = doc["training"]
+    assert {"cubic_psnr", "hpf_psnr"} <= val.keys() and val["baseline"] in ("cubic", "hpf")
+    assert val["gain_db"] == pytest.approx(val["val_psnr"] - max(val["cubic_psnr"], val["hpf_psnr"]))
+
+
+@pytest.mark.parametrize(
+    ("sets", "says"),
+    [
+        (["model.name=residual"], "takes no guide"),
+        (["data.guides=[]", "data.val_guides=[]"], "is guided but the recipe names no guides"),
+    ],
+)
+def test_guides_and_model_must_agree_before_any_work(tmp_path, make_geotiff, sets, says):
+    t, g = scene(tmp_path, make_geotiff)
+    tv, gv = scene(tmp_path, make_geotiff, "v", seed=1)
+    base = [f"data.paths=[{t}]", f"data.guides=[{g}]", f"data.val_paths=[{tv}]", f"data.val_guides=[{gv}]"]
+    base += ["data.patch_size=12"]
+    args = ["train", str(RECIPES / "sentinel2_guided_x2.yaml"), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args + [x for s in [*base, *sets] for x in ("--set", s)])
+    assert result.exit_code == 2 and says in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_t1_guides_a_thick_slice_volume_through_training(tmp_path):
+    """A 1 mm T1-like volume guides a 4 mm-slice T2-like volume of the same head on one grid."""
+    rng = np.random.default_rng(3)
+    paths, guides = [], []
+    for i in range(2):
+        t1 = _smooth(rng, (16, 16, 16), blobs=6)
+        t2 = 1000 - 0.8 * t1
+        thick = t2.reshape(16, 16, 4, 4).mean(-1)
+        thick_affine = np.diag([1.0, 1.0, 4.0, 1.0])
+        thick_affine[2, 3] = 1.5  # voxel centres: the thick slices span the fine ones exactly
+        nib.save(nib.Nifti1Image(t1, np.eye(4)), tmp_path / f"t1_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(thick.astype(np.float32), thick_affine), tmp_path / f"t2_{i}.nii.gz")
+        paths.append(str(tmp_path / f"t2_{i}.nii.gz"))
+        guides.append(str(tmp_path / f"t1_{i}.nii.gz"))
+    recipe = {
+        "name": "t1_guides_t2",
+        "data": {
+            "paths": paths[:1],
+            "guides": guides[:1],
+            "val_paths": paths[1:],
+            "val_guides": guides[1:],
+            "spatial_dims": 3,
+            "scale": [1, 1, 4],
+            "patch_size": [8, 8, 4],
+            "degradation": {"method": "area"},
+            "min_valid": 0.1,
+            "samples_per_epoch": 8,
+        },
+        "model": {"name": "guided_residual", "features": 4, "blocks": 1},
+        "train": {"batch_size": 2, "max_steps": 3, "val_every": 2, "seed": 1},
+    }
+    path = tmp_path / "t1t2.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = CliRunner().invoke(main, ["-q", "train", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+    assert doc["guide_channels"] == 1 and doc["network"]["scale"] == [1, 1, 4]
+    assert np.isfinite(doc["training"]["val_psnr"])
