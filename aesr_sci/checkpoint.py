@@ -165,11 +165,21 @@ class LoadedModel:
         """How to fit the input's normalisation statistics, as in training: keyword arguments of
         :func:`~aesr_sci.data.normalize.fit_statistics` (``policy``, ``threshold``). Models saved
         before it was recorded get ``"valid"``, the policy their inference always used."""
-        recorded = self.config.get("statistics") or {}
-        out: dict[str, Any] = {"policy": str(recorded.get("policy", "valid"))}
-        if "threshold" in recorded:
-            out["threshold"] = float(recorded["threshold"])
-        return out
+        return _policy(self.config.get("statistics") or {})
+
+    @property
+    def guide_channels(self) -> int:
+        """Bands of the guide the model takes (0: the model takes no guide)."""
+        return int(self.config.get("guide_channels") or 0)
+
+    @property
+    def guide_band_names(self) -> list[str]:
+        return [n for n in self.config.get("guide_band_names") or [] if n]
+
+    @property
+    def guide_statistics(self) -> dict[str, Any]:
+        """How to fit the guide's own statistics (as :attr:`statistics`; the input's when not recorded)."""
+        return _policy(self.config.get("guide_statistics") or self.config.get("statistics") or {})
 
     @property
     def band_names(self) -> list[str]:
@@ -185,6 +195,14 @@ class LoadedModel:
     def example_shape(self) -> tuple[int, ...]:
         """A small input shape ``(1, C, *S)`` that the network accepts (for export checks)."""
         return (1, self.in_channels, *([12] * self.spatial_dims))
+
+
+def _policy(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``fit_statistics`` keywords from a recorded ``{"policy", "threshold"}`` (``"valid"`` when absent)."""
+    out: dict[str, Any] = {"policy": str(recorded.get("policy", "valid"))}
+    if "threshold" in recorded:
+        out["threshold"] = float(recorded["threshold"])
+    return out
 
 
 def _read_model_json(path: Path) -> dict[str, Any]:

@@ -402,6 +402,13 @@ def train(
     is_flag=True,
     help="INPUT is a BIDS dataset folder and OUTPUT its derivative folder (e.g. bids/derivatives/aesr-sci).",
 )
+@click.option(
+    "--guide",
+    "guides",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Guided models: the guide on the output grid (repeat for several files, finest first).",
+)
 @click.pass_context
 @_user_errors
 def upscale(
@@ -423,6 +430,7 @@ def upscale(
     nodata: float | None,
     dtype: str | None,
     bids: bool,
+    guides: tuple[str, ...],
 ) -> None:
     """Upscale INPUT... into OUTPUT with MODEL (a training run directory or a model.json file).
 
@@ -440,11 +448,16 @@ def upscale(
       aesr-sci upscale runs/s2_x2 tiles/ tiles_x2/ --tta
       aesr-sci upscale runs/l8_x2 LC08_stack.tif out.tif --bands 2,3,4,5,6,7 --nodata 0 --dtype float32
       aesr-sci upscale runs/mri_x2 bids/ bids/derivatives/aesr-sci --bids
+      aesr-sci upscale runs/sentinel2_guided_x2 S2_20m.tif S2_20m_at_10m.tif --guide S2_10m.tif
+
+    A guided model's output lands exactly on the guide's grid (its transform, CRS and size).
     """
     from .infer import upscale_files
 
     if len(paths) < 2:
         raise click.UsageError("give at least one INPUT and an OUTPUT")
+    if guides and (len(paths) > 2 or os.path.isdir(paths[0])):
+        raise click.UsageError("--guide goes with one INPUT file: upscale each file with its own guide")
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite and --skip-existing exclude each other: give one")
     if adapt is not None:
@@ -470,6 +483,7 @@ def upscale(
         nodata=nodata,
         dtype=dtype,
         bids=bids,
+        guide=guides,
     )
     for path in written:
         click.echo(str(path))

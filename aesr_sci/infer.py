@@ -28,6 +28,7 @@ import math
 import os
 import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -487,16 +488,20 @@ def _tta_transforms(
     return [(flips, k, plane) for flips, k in itertools.product(flip_sets, rotations)]
 
 
-def _apply_tta(run: Any, x: torch.Tensor, scale: Sequence[int], spacing: Sequence[float]) -> torch.Tensor:
-    dims = x.ndim - 2
+def _apply_tta(
+    run: Any, x: torch.Tensor | Sequence[torch.Tensor], scale: Sequence[int], spacing: Sequence[float]
+) -> torch.Tensor:
+    """The mean of ``run`` over flips and rotations of its inputs (lq and any guide, moved alike)."""
+    inputs = _as_inputs(x)
+    dims = inputs[0].ndim - 2
     outputs = []
     for flips, k, plane in _tta_transforms(dims, scale, spacing):
-        t = x
+        ts = inputs
         if flips:
-            t = torch.flip(t, [2 + a for a in flips])
+            ts = tuple(torch.flip(t, [2 + a for a in flips]) for t in ts)
         if k and plane is not None:
-            t = torch.rot90(t, k, [2 + plane[0], 2 + plane[1]])
-        y = run(t)
+            ts = tuple(torch.rot90(t, k, [2 + plane[0], 2 + plane[1]]) for t in ts)
+        y = run(*ts)
         if k and plane is not None:
             y = torch.rot90(y, -k, [2 + plane[0], 2 + plane[1]])
         if flips:
@@ -656,6 +661,8 @@ def upscale(
     crs: Any = None,
     bands: Sequence[int | str] | str | None = None,
     nodata: float | None = None,
+    guide: Any = None,
+    guide_statistics: dict[str, Any] | None = None,
 ) -> Any:
     """Super-resolve an image with a trained model; the result carries its new metadata.
 
@@ -693,20 +700,30 @@ def upscale(
     bands, nodata
         Rasters: the bands to use, by 1-based number or description, and a fill value the data
         does not flag (see :func:`aesr_sci.io.read`).
+    guide
+        For a guided model: its guide, as a path, an :class:`~aesr_sci.spatial.Image`, a nibabel
+        image, an open rasterio dataset or an xarray ``DataArray`` (anything that carries its own
+        grid), or a list of them finest first (joined by :func:`aesr_sci.guide.join_guides`, as in
+        training). The output then lies exactly on the first guide's grid (its transform or
+        affine, CRS and size, cropped at the far end to whole target pixels) with the input's band
+        names, dtype and nodata; a pixel is nodata where the input or the guide is.
+    guide_statistics
+        The guide's normalisation statistics, instead of fitting them on ``guide``.
 
     Returns
     -------
     Image or the kind given
         Float32 data in the input's units, ``meta.dtype`` kept (the writer rounds and clips
-        integers), affine zoomed by the model's scale under its grid convention, mask upsampled;
-        as the same kind of object as ``image`` (an ``Image`` for a path).
+        integers), affine zoomed by the model's scale under its grid convention (or the guide's
+        grid), mask upsampled; as the same kind of object as ``image`` (an ``Image`` for a path).
 
     Raises
     ------
     MismatchError
         If the model and the input do not fit (bands, dimensionality, slice axis), or for an
-        unknown ``precision``. A single-band model is applied to each band of a multiband input in
-        turn.
+        unknown ``precision``; a guided model without its guide, a guide for a model that takes
+        none, a guide with other bands, or off the input's grid (:func:`aesr_sci.guide.check_guide`).
+        A single-band model is applied to each band of a multiband input in turn.
 
     Examples
     --------
@@ -722,6 +739,7 @@ def upscale(
     progress = interactive() if progress is None else progress
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     check_fit(loaded, img, source)
+    img, guide_img, grid = _with_guide(loaded, img, guide)
     dev = select_device(device)
     resolve_precision(precision, dev)  # an unknown value fails before any work
     if loaded.config.get("selfsr"):
@@ -739,9 +757,9 @@ def upscale(
     patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size else loaded.patch_size
     if patch_size == 0:
         patch = tuple(img.spatial_shape)
-    meta = img.meta.zoom(scale, convention=loaded.convention).with_provenance(
-        **_provenance(loaded, tta=tta, consistency=consistency)
-    )
+    meta = (
+        img.meta.zoom(scale, convention=loaded.convention) if grid is None else grid.meta
+    ).with_provenance(**_provenance(loaded, tta=tta, consistency=consistency))
     if img.mask is not None and not img.mask.any():  # nothing valid: all nodata out, nothing invented
         log.warning("Warning: %s: every pixel is nodata; the output is all nodata", source)
         shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
@@ -754,8 +772,9 @@ def upscale(
     x = np.asarray(normalizer.apply(data, stats), dtype=np.float32)
     x = fill_nodata(x, img.mask)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None]
+    gt = None if guide_img is None else _guide_tensor(loaded, guide_img, normalizer, guide_statistics)
 
-    def run(t: torch.Tensor) -> torch.Tensor:
+    def run(t: torch.Tensor, g: torch.Tensor | None = gt) -> torch.Tensor:
         return predict(
             network,
             t,
@@ -764,19 +783,63 @@ def upscale(
             precision=precision,
             memory_budget=memory_budget,
             progress=progress,
+            guide=g,
         )
 
     # a single-band model serves every band of a multiband raster, one band at a time
     bands = [xt] if loaded.in_channels == xt.shape[1] else list(xt.split(1, dim=1))
     outs = []
     for band in bands:
-        yb = _apply_tta(run, band, scale, img.meta.spacing) if tta else run(band)
+        inputs = (band,) if gt is None else (band, gt)
+        yb = _apply_tta(run, inputs, scale, img.meta.spacing) if tta else run(*inputs)
         if consistency:
             yb = project_consistent(yb, band, loaded.degradation)
         outs.append(yb)
     y = torch.cat(outs, dim=1)
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    return from_image(Image(out, meta, mask=_hr_mask(img.mask, scale)), kind)
+    mask = _hr_mask(img.mask, scale)
+    if guide_img is not None and guide_img.common_mask is not None:  # nodata in either input stays nodata
+        mask = guide_img.common_mask if mask is None else mask & guide_img.common_mask
+    return from_image(Image(out, meta, mask=mask), kind)
+
+
+def _guide_images(guide: Any) -> tuple[list[Image], list[str]]:
+    """The guide images, finest first, converted as :func:`aesr_sci.io.to_image` converts the input,
+    and their names for messages."""
+    from .io import to_image
+
+    if guide is None:
+        return [], []
+    items = list(guide) if isinstance(guide, (list, tuple)) else [guide]
+    names = [str(g) if isinstance(g, (str, os.PathLike)) else f"guide {i + 1}" for i, g in enumerate(items)]
+    return [to_image(g)[0] for g in items], names
+
+
+def _with_guide(loaded: LoadedModel, img: Image, guide: Any) -> tuple[Image, Image | None, Any]:
+    """The input and its joined guide cropped to one grid, and that :class:`~aesr_sci.guide.GuideGrid`
+    (the input alone and None for an unguided model); refuses a guide that does not fit the model."""
+    from .guide import check_guide_bands, crop_to_guide
+
+    images, names = _guide_images(guide)
+    bands = sum(g.channels for g in images) or None
+    first = names[0] if names else "guide"
+    check_guide_bands(loaded.guide_channels, bands, guide_name=first, names=loaded.guide_band_names)
+    if not images:
+        return img, None, None
+    return crop_to_guide(img, images, loaded.scale, guide_names=names)
+
+
+def _guide_tensor(
+    loaded: LoadedModel, guide: Image, normalizer: Any, statistics: dict[str, Any] | None
+) -> torch.Tensor:
+    """The guide as the network takes it: normalised with its own statistics, invalid pixels filled."""
+    from .data.normalize import fit_statistics
+
+    data = np.asarray(guide.data, dtype=np.float32)
+    if statistics is None:
+        statistics = fit_statistics(data, guide.mask, normalizer=normalizer, **loaded.guide_statistics)
+    g = fill_nodata(np.asarray(normalizer.apply(data, statistics), dtype=np.float32), guide.mask)
+    return torch.from_numpy(np.ascontiguousarray(g))[None]
 
 
 # ----------------------------------------------------------------------------------- files
@@ -826,6 +889,7 @@ def _check_batch(
     skip_existing: bool,
     select: dict[str, Any] | None = None,
     make_dirs: bool = False,
+    guides: Sequence[Path] = (),
 ) -> list[tuple[Path, Path, Any, tuple[int, ...]]]:
     """Check every input and output of a batch before any work; drop outputs to skip.
 
@@ -835,7 +899,7 @@ def _check_batch(
     from .io import read_meta
     from .io.bids import sidecar_path
 
-    sources = [src for src, _ in plan]
+    sources = [src for src, _ in plan] + list(guides)
     seen: dict[str, Path] = {}
     for src, dst in plan:
         key = os.path.normcase(os.path.abspath(dst))
@@ -886,6 +950,7 @@ def upscale_files(
     nodata: float | None = None,
     dtype: str | None = None,
     bids: bool = False,
+    guide: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Path]:
     """Upscale files into files (the command line's ``upscale``); returns the written paths.
 
@@ -895,7 +960,9 @@ def upscale_files(
     file behind. GeoTIFFs are streamed block by block (``block`` input pixels a side, with a halo
     covering the receptive field) when ``stream`` is true, or, by default, when they hold more than
     4 Mi pixel values; peak memory then depends on ``block``, not on the raster, and the
-    normalisation statistics are fitted once for the whole raster on a decimated read. The other
+    normalisation statistics are fitted once for the whole raster on a decimated read. ``guide``:
+    a guided model's guide files (finest first) for one input, checked against it (bands, CRS,
+    pixel size, corner) before any work and streamed window by window beside it. The other
     options are :func:`upscale`'s.
     ``bands`` and ``nodata`` select bands and declare fill as :func:`aesr_sci.io.read` does
     (in the streamed blocks and the whole-raster statistics too), ``dtype`` is the outputs' data
@@ -914,10 +981,18 @@ def upscale_files(
     select = {"bands": bands, "nodata": nodata}
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     resolve_precision(precision, select_device(device))  # an unknown value fails before any work
+    guides = [Path(g) for g in guide]
     pairs = _bids_pairs(inputs, output) if bids else _plan(inputs, output)
     plan = _check_batch(
-        loaded, pairs, overwrite=overwrite, skip_existing=skip_existing, select=select, make_dirs=bids
+        loaded,
+        pairs,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+        select=select,
+        make_dirs=bids,
+        guides=guides,
     )
+    grids = [_check_guide_files(loaded, src, meta, shape, guides) for src, _, meta, shape in plan]
     if plan and (bids or len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
     if bids:
@@ -933,15 +1008,16 @@ def upscale_files(
         "consistency": consistency,
     }
     written = []
-    for src, dst, meta, shape in tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"):
+    for (src, dst, meta, shape), grid in zip(
+        tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"), grids
+    ):
         streaming = math.prod(shape) > _STREAM_VALUES if stream is None else stream
         if meta.format == "geotiff" and streaming:
+            target = _Streamed(src, meta, shape, guides, grid)
             _upscale_streaming(
                 loaded,
-                src,
+                target,
                 dst,
-                meta,
-                shape,
                 options,
                 cog=cog,
                 overwrite=overwrite,
@@ -951,7 +1027,7 @@ def upscale_files(
                 dtype=dtype,
             )
         else:
-            out = upscale(read(src, **select), loaded, progress=progress, **options)
+            out = upscale(read(src, **select), loaded, progress=progress, guide=guides or None, **options)
             dst.parent.mkdir(parents=True, exist_ok=True)
             write(out, dst, overwrite=overwrite, cog=cog, dtype=dtype)
             _sidecar(
@@ -982,27 +1058,82 @@ def _sidecar(
     write_output_sidecar(dst, provenance, source=src, model=loaded.path, overwrite=overwrite, source_uri=uri)
 
 
+def _check_guide_files(
+    loaded: LoadedModel, src: Path, meta: Any, shape: Sequence[int], guides: Sequence[Path]
+) -> Any:
+    """Check ``guides`` against the model and the input ``src`` from their metadata, before any work:
+    the :class:`~aesr_sci.guide.GuideGrid` of the output, or None for an unguided model."""
+    from .guide import check_guide, check_guide_bands
+    from .io import read_meta
+
+    found = [read_meta(g) for g in guides]
+    bands = sum(int(gshape[0]) for _, gshape in found) or None
+    first = str(guides[0]) if guides else "guide"
+    check_guide_bands(loaded.guide_channels, bands, guide_name=first, names=loaded.guide_band_names)
+    if not guides:
+        return None
+    gmeta, gshape = found[0]
+    return check_guide(meta, gmeta, loaded.scale, target_shape=shape, guide_shape=gshape, guide_name=first)
+
+
 def raster_statistics(
-    loaded: LoadedModel, path: Path, select: dict[str, Any] | None = None
+    loaded: LoadedModel,
+    path: Path,
+    select: dict[str, Any] | None = None,
+    *,
+    policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model's normalisation statistics for a whole GeoTIFF, fitted once on a decimated read
-    (of the bands and with the fill that ``select`` names, as :func:`aesr_sci.io.read` takes them)."""
+    (of the bands and with the fill that ``select`` names, as :func:`aesr_sci.io.read` takes them;
+    under ``policy``, default the model's input policy)."""
     from .data.normalize import Normalizer, fit_statistics
     from .io.geotiff import read_geotiff_sample
 
     data, mask = read_geotiff_sample(path, max_values=_STREAM_VALUES, **(select or {}))
     normalizer = Normalizer.from_dict(loaded.normalization)
     return fit_statistics(
-        np.asarray(data, dtype=np.float32), mask, normalizer=normalizer, **loaded.statistics
+        np.asarray(data, dtype=np.float32), mask, normalizer=normalizer, **(policy or loaded.statistics)
     )
+
+
+def _guide_statistics(loaded: LoadedModel, guides: Sequence[Path]) -> dict[str, Any] | None:
+    """The joined guide's statistics from its files' decimated reads: per-band values concatenated."""
+    if not guides:
+        return None
+    parts = [raster_statistics(loaded, g, policy=loaded.guide_statistics) for g in guides]
+    return {k: [x for p in parts for x in p[k]] if isinstance(v, list) else v for k, v in parts[0].items()}
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """A GeoTIFF to stream: its path, metadata and shape, and its guide files with their output grid."""
+
+    path: Path
+    meta: Any
+    shape: Sequence[int]
+    guides: Sequence[Path] = ()
+    grid: Any = None  # aesr_sci.guide.GuideGrid of a guided model
+
+    def guide_windows(self, window: Sequence[tuple[int, int]], scale: Sequence[int]) -> list[Any]:
+        """Each guide file's window over the ground of the input's ``window`` (None without guides)."""
+        from .guide import guide_factor
+        from .io import read, read_meta
+
+        if not self.guides:
+            return []
+        first = read_meta(self.guides[0])[0]
+        out = []
+        for g in self.guides:
+            f = guide_factor(first, read_meta(g)[0])
+            box = tuple((a * s // k, -(-b * s // k)) for (a, b), s, k in zip(window, scale, f))
+            out.append(read(g, window=box))
+        return out
 
 
 def _upscale_streaming(
     loaded: LoadedModel,
-    src: Path,
+    src: _Streamed,
     dst: Path,
-    meta: Any,
-    shape: Sequence[int],
     options: dict[str, Any],
     *,
     cog: bool,
@@ -1017,30 +1148,44 @@ def _upscale_streaming(
     Each block is read with a halo that covers the network's receptive field and upscaled with the
     whole raster's statistics, so the blocks' centres stitch into the in-memory result (exactly for
     the network; the consistency projection is done per block on the haloed block, exact for block
-    means and close for blurring degradations, whose projection decays within the halo).
+    means and close for blurring degradations, whose projection decays within the halo). A guided
+    model's guide files are read window by window too, each over the ground of the haloed block.
     """
     from tqdm.auto import tqdm
 
     from .io import create_geotiff, read
 
     scale = loaded.scale
-    rows, cols = int(shape[1]), int(shape[2])
+    rows, cols = int(src.shape[1]), int(src.shape[2])
+    if src.grid is not None:  # the output covers the common whole target pixels
+        rows, cols = (b for _, b in src.grid.target_window)
     r = network_reach(loaded.network, torch.zeros(1, loaded.in_channels, 1, 1))
     halo = max(r.halo, 16)
     block = max(r.multiple, block // r.multiple * r.multiple)
-    stats = raster_statistics(loaded, src, select)
-    out_meta = meta.zoom(scale, convention=loaded.convention).with_provenance(
+    stats = raster_statistics(loaded, src.path, select)
+    guide_stats = _guide_statistics(loaded, src.guides)
+    grid_meta = src.meta.zoom(scale, convention=loaded.convention) if src.grid is None else src.grid.meta
+    out_meta = grid_meta.with_provenance(
         **_provenance(loaded, tta=options["tta"], consistency=options["consistency"])
     )
-    out_shape = (int(shape[0]), rows * scale[0], cols * scale[1])
+    out_shape = (int(src.shape[0]), rows * scale[0], cols * scale[1])
     blocks = [(r0, c0) for r0 in range(0, rows, block) for c0 in range(0, cols, block)]
     with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog, dtype=dtype) as sink:
-        for r0, c0 in tqdm(blocks, desc=f"blocks of {Path(src).name}", disable=not progress, unit="block"):
+        for r0, c0 in tqdm(blocks, desc=f"blocks of {src.path.name}", disable=not progress, unit="block"):
             r1, c1 = min(r0 + block, rows), min(c0 + block, cols)
-            hr0, hc0 = max(0, r0 - halo), max(0, c0 - halo)
-            hr1, hc1 = min(rows, r1 + halo), min(cols, c1 + halo)
-            tile = read(src, window=((hr0, hr1), (hc0, hc1)), **(select or {}))
-            up = upscale(tile, loaded, statistics=stats, progress=False, **options)
+            window = ((max(0, r0 - halo), min(rows, r1 + halo)), (max(0, c0 - halo), min(cols, c1 + halo)))
+            (hr0, _), (hc0, _) = window
+            guide = src.guide_windows(window, scale) or None
+            tile = read(src.path, window=window, **(select or {}))
+            up = upscale(
+                tile,
+                loaded,
+                statistics=stats,
+                progress=False,
+                guide=guide,
+                guide_statistics=guide_stats,
+                **options,
+            )
             ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
             ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
             data = up.data[:, ir0:ir1, ic0:ic1]

@@ -152,3 +152,100 @@ def test_a_t1_guides_a_thick_slice_volume_through_training(tmp_path):
     doc = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert doc["guide_channels"] == 1 and doc["network"]["scale"] == [1, 1, 4]
     assert np.isfinite(doc["training"]["val_psnr"])
+
+
+# ------------------------------------------------------------------------------ inference
+@pytest.fixture(scope="module")
+def guided_model(tmp_path_factory):
+    """A guided x2 model trained for a few steps on synthetic scenes (with one more scene to upscale)."""
+    from conftest import write_geotiff
+
+    tmp = tmp_path_factory.mktemp("guided")
+    run, files = train_guided(tmp, write_geotiff, "train.max_steps=2")
+    return run / "model", files
+
+
+def _transform(path):
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        return ds.transform, ds.crs, ds.shape, ds.count, ds.dtypes[0], ds.nodata, ds.descriptions
+
+
+def test_upscale_lands_exactly_on_the_guides_grid(tmp_path, guided_model):
+    model, files = guided_model
+    target, guide = files[4], files[5]  # the validation scene
+    out = tmp_path / "out.tif"
+    result = CliRunner().invoke(
+        main, ["-q", "upscale", str(model), str(target), str(out), "--guide", str(guide)]
+    )
+    assert result.exit_code == 0, result.output
+    t_out, t_guide, t_in = _transform(out), _transform(guide), _transform(target)
+    assert t_out[0] == t_guide[0] and t_out[1] == t_guide[1] and t_out[2] == t_guide[2]
+    assert t_out[3:] == t_in[3:]  # the input's band count, dtype, nodata and band names
+    from aesr_sci import io as aio
+
+    up, src = aio.read(out), aio.read(target)
+    valid_in = np.repeat(np.repeat(src.common_mask, 2, 0), 2, 1) & aio.read(guide).common_mask
+    assert np.array_equal(up.common_mask, valid_in)  # nodata in either input stays nodata
+
+
+def test_guided_upscale_tiles_and_streams_as_it_runs_whole(tmp_path, guided_model):
+    import aesr_sci
+    from aesr_sci import io as aio
+    from aesr_sci.infer import upscale_files
+
+    model, files = guided_model
+    target, guide = files[4], files[5]
+    whole = aesr_sci.upscale(target, model, guide=guide, patch_size=0, precision="float32")
+    tiled = aesr_sci.upscale(
+        aio.read(target), model, guide=[aio.read(guide)], patch_size=5, precision="float32"
+    )
+    np.testing.assert_allclose(tiled.data, whole.data, atol=1e-2)
+    streamed = tmp_path / "streamed.tif"
+    upscale_files(model, [target], streamed, guide=[guide], stream=True, block=16, precision="float32")
+    aio.write(whole, tmp_path / "whole.tif")
+    a, b = aio.read(streamed), aio.read(tmp_path / "whole.tif")
+    assert a.meta.affine.tolist() == b.meta.affine.tolist()
+    np.testing.assert_array_equal(a.common_mask, b.common_mask)
+    assert np.abs(a.data.astype(float) - b.data.astype(float))[:, a.common_mask].max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("no guide", "the model is guided: give it its guide"),
+        ("bands", "the guide has 1 band(s) but the model was trained with 2 (G2, G3)"),
+        ("shifted", "shifted off the target's grid"),
+        ("crs", "EPSG"),
+        ("pixel", "pixel"),
+    ],
+)
+def test_guided_upscale_refuses_in_one_line(tmp_path, guided_model, make_geotiff, case, says):
+    model, files = guided_model
+    target, guide = files[4], str(files[5])
+    kw = {"dtype": "uint16", "height": 64, "width": 56}
+    if case == "bands":
+        guide = str(make_geotiff(tmp_path / "g.tif", bands=1, transform=_grid(10.0), **kw))
+    elif case == "shifted":
+        guide = str(make_geotiff(tmp_path / "g.tif", bands=2, transform=_grid(10.0, dx=3.0), **kw))
+    elif case == "crs":
+        guide = str(make_geotiff(tmp_path / "g.tif", bands=2, transform=_grid(10.0), crs="EPSG:32633", **kw))
+    elif case == "pixel":
+        guide = str(make_geotiff(tmp_path / "g.tif", bands=2, transform=_grid(5.0), **kw))
+    out = tmp_path / "out.tif"
+    args = ["upscale", str(model), str(target), str(out)] + ([] if case == "no guide" else ["--guide", guide])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_guide_given_to_an_unguided_model_is_refused(tmp_path, make_geotiff):
+    from conftest import save_model_dir
+
+    model = save_model_dir(tmp_path / "m", channels=2)
+    t, g = scene(tmp_path, make_geotiff)
+    result = CliRunner().invoke(
+        main, ["upscale", str(model), str(t), str(tmp_path / "o.tif"), "--guide", str(g)]
+    )
+    assert result.exit_code == 2 and "the model takes no guide" in result.output, result.output
