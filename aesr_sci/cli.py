@@ -506,6 +506,13 @@ def upscale(
 @click.option("--device", default=None, callback=_check_device, help="cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON file or figures if they exist.")
 @_raster_options
+@click.option(
+    "--guide",
+    "guides",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Guided models: one guide per file, in the same order (Wald's protocol).",
+)
 @click.pass_context
 @_user_errors
 def evaluate(
@@ -518,15 +525,21 @@ def evaluate(
     overwrite: bool,
     bands: str | None,
     nodata: float | None,
+    guides: tuple[str, ...],
 ) -> None:
     """Degrade each high-resolution file HR with the model's own degradation, upscale it, compare.
 
     Prints masked PSNR and SSIM of the model and of nearest, linear, cubic (and, for k-space
     models, zero-filled Fourier) interpolation, one row per file and a mean row.
 
+    For a guided model, give each file's guide with --guide (Wald's protocol: target and guide are
+    both degraded by the scale); the table then has a row for the model, bicubic and the hpf and
+    brovey pansharpening, with PSNR, SSIM, RMSE, SAM and PSNR per band.
+
     \b
     Example:
       aesr-sci evaluate runs/mri_x2 held_out/*.nii.gz --json scores.json --figures figs/
+      aesr-sci evaluate runs/sentinel2_guided_x2 T49JGM_20m.tif --guide T49JGM_10m.tif
     """
     from .checkpoint import model_files
     from .evaluation import evaluate as evaluate_api
@@ -534,7 +547,7 @@ def evaluate(
     from .fileutil import check_output
 
     if json_path is not None:  # never onto an input, whatever --overwrite says
-        check_output(json_path, overwrite=True, inputs=[*paths, *model_files(model)])
+        check_output(json_path, overwrite=True, inputs=[*paths, *guides, *model_files(model)])
     report = evaluate_api(
         model,
         list(paths),
@@ -545,6 +558,7 @@ def evaluate(
         progress=not ctx.obj["quiet"],
         bands=bands,
         nodata=nodata,
+        guides=list(guides) or None,
     )
     click.echo(format_table(report))
 

@@ -44,6 +44,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MEAN_KEYS = ("psnr", "ssim", "hf_energy_ratio")
+_GUIDED_KEYS = ("rmse", "sam")  # also averaged for guided models
+GUIDED_BASELINES = ("cubic", "hpf", "brovey")
+"""The baselines a guided model is compared with by default: bicubic and two pansharpening methods."""
 
 
 # ----------------------------------------------------------------------------- the scored pair
@@ -332,6 +335,7 @@ def evaluate(
     patch_size: Sequence[int] | int | None = None,
     bands: Sequence[int | str] | str | None = None,
     nodata: float | None = None,
+    guides: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Degrade each high-resolution file with the model's own degradation, upscale it, compare.
 
@@ -348,10 +352,16 @@ def evaluate(
         volumes are cut across their thickest axis, with orientation letters at the edges.
     baselines
         Interpolation baselines to compare with; default nearest, linear, cubic, lanczos, plus
-        fourier for k-space models.
+        fourier for k-space models; for guided models :data:`GUIDED_BASELINES` (cubic, and the
+        ``hpf`` and ``brovey`` pansharpening of :mod:`aesr_sci.pansharpen`).
     bands, nodata
         Rasters: the bands to score, by 1-based number or description, and a fill value the files
         do not flag (see :func:`aesr_sci.io.read`).
+    guides
+        A guided model's guides, one per file of ``paths`` in the same order (a path, an Image or
+        a list of them finest first). Evaluation then follows Wald's protocol
+        (:func:`held_out_guided_case`): target and guide are both degraded by the scale, and
+        scores add ``rmse`` (physical units), ``rmse_bands`` and ``sam`` (spectral angle, degrees).
 
     Returns
     -------
@@ -376,16 +386,22 @@ def evaluate(
 
     if not paths:
         raise ParameterError("give at least one high-resolution file to evaluate on")
-    unknown = [b for b in baselines or () if b not in BASELINES]
+    from .pansharpen import METHODS as PANSHARPENING
+
+    choices = (*BASELINES, *PANSHARPENING)
+    unknown = [b for b in baselines or () if b not in choices]
     if unknown:
-        raise ParameterError(f"unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(BASELINES)}")
+        raise ParameterError(f"unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(choices)}")
     if json_path is not None:
         check_output(json_path, overwrite=overwrite)
     fig_dir, fig_targets = _figure_targets(paths, figures, overwrite)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device="cpu")
+    guides = _check_guides(loaded, paths, guides)
     names = (
         list(baselines)
         if baselines
+        else list(GUIDED_BASELINES)
+        if loaded.guide_channels
         else [b for b in BASELINES if b != "fourier" or loaded.convention == "origin"]
     )
     normalizer = Normalizer.from_dict(loaded.normalization)
@@ -400,8 +416,9 @@ def evaluate(
     try:
         if fig_dir is not None:
             fig_dir.mkdir(parents=True, exist_ok=True)
-        for path, target in zip(paths, fig_targets or [None] * len(paths)):
-            files.append(_evaluate_file(path, loaded, names, normalizer, run, target, overwrite, select))
+        for path, guide, target in zip(paths, guides, fig_targets or [None] * len(paths)):
+            case = _case(path, guide, loaded, normalizer, select)
+            files.append(_evaluate_file(case, loaded, names, run, target, overwrite))
     except BaseException:  # leave no partial output: the figures this call created go, old ones return
         for target in fig_targets:
             target.unlink(missing_ok=True)
@@ -417,7 +434,8 @@ def evaluate(
         "scale": list(loaded.scale),
         "degradation": loaded.config["degradation"],
         "files": files,
-        "mean": _mean(files, names),
+        "mean": _mean(files, names, guided=bool(loaded.guide_channels)),
+        "guided": bool(loaded.guide_channels),
     }
     if json_path is not None:
         write_json(json_path, report, overwrite=overwrite)
@@ -451,36 +469,80 @@ def _best(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"best_baseline": best, "gain_db": entry["model"]["psnr"] - entry["baselines"][best]["psnr"]}
 
 
-def _mean(files: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
-    def avg(scores: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float]:
-        return {k: float(np.mean([s[k] for s in scores])) for k in keys}
+def _mean(
+    files: Sequence[Mapping[str, Any]], names: Sequence[str], *, guided: bool = False
+) -> dict[str, Any]:
+    keys = (*_MEAN_KEYS, *(_GUIDED_KEYS if guided else ()))
+
+    def avg(scores: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: float(np.mean([s[k] for s in scores])) for k in keys}
+        if guided:  # per band too
+            for k in ("psnr_per_band", "rmse_bands"):
+                out[k] = np.mean([s[k] for s in scores], axis=0).tolist()
+        return out
 
     mean: dict[str, Any] = {
-        "model": avg([f["model"] for f in files], (*_MEAN_KEYS, "consistency")),
-        "baselines": {n: avg([f["baselines"][n] for f in files], _MEAN_KEYS) for n in names},
+        "model": avg([f["model"] for f in files], (*keys, "consistency")),
+        "baselines": {n: avg([f["baselines"][n] for f in files], keys) for n in names},
     }
     return mean | _best(mean)
 
 
+def _check_guides(loaded: Any, paths: Sequence[Any], guides: Sequence[Any] | None) -> list[Any]:
+    """One guide (or None) per file, refused before any work when they do not fit the model."""
+    from .guide import check_guide_bands
+
+    if guides and len(guides) != len(paths):
+        raise ParameterError(
+            f"{len(guides)} guide(s) for {len(paths)} file(s): give one guide per file, in the same order"
+        )
+    # here whether a guide is given (or not) at all; its bands when it is read
+    expected = loaded.guide_channels
+    check_guide_bands(expected, (expected or 1) if guides else None, names=loaded.guide_band_names)
+    return list(guides) if guides else [None] * len(paths)
+
+
+def _case(
+    path: Any, guide: Any, loaded: Any, normalizer: Any, select: Mapping[str, Any] | None = None
+) -> Case:
+    """The held-out case of one file: degraded by the model's degradation (with its guide by Wald's protocol)."""
+    from .guide import crop_to_guide
+    from .infer import check_fit, read_guides
+    from .io import read
+
+    hr = read(path, **(select or {}))
+    check_fit(loaded, hr, str(path), thick_slices=False)  # before degrading it with the model's scale
+    if guide is None:
+        return held_out_case(hr, loaded.degradation, normalizer, path=str(path), statistics=loaded.statistics)
+    images, names = read_guides(guide)
+    hr, joined, _ = crop_to_guide(hr, images, loaded.scale, guide_names=names)
+    return held_out_guided_case(
+        hr,
+        joined,
+        loaded.degradation,
+        normalizer,
+        path=str(path),
+        statistics=loaded.statistics,
+        guide_statistics=loaded.guide_statistics,
+    )
+
+
 def _evaluate_file(
-    path: Any,
+    case: Case,
     loaded: Any,
     names: list[str],
-    normalizer: Any,
     run: Mapping[str, Any],
     fig_target: Path | None,
     overwrite: bool,
-    select: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score the model and the baselines on one high-resolution file (see :func:`evaluate`)."""
-    from .infer import check_fit, upscale
-    from .io import read
+    """Score the model and the baselines on one held-out case (see :func:`evaluate`)."""
+    from .infer import upscale
 
-    deg = loaded.degradation
-    hr = read(path, **(select or {}))
-    check_fit(loaded, hr, str(path), thick_slices=False)  # before degrading it with the model's scale
-    case = held_out_case(hr, deg, normalizer, path=str(path), statistics=loaded.statistics)
-    out = upscale(case.lq, loaded, **run)
+    deg, path = loaded.degradation, case.path
+    guided = (
+        {"guide": case.guide, "guide_statistics": case.guide_stats} if isinstance(case, GuidedCase) else {}
+    )
+    out = upscale(case.lq, loaded, **run, **guided)
     pred = case.normalize(out.data)
     entry: dict[str, Any] = {
         "path": str(path),
@@ -671,7 +733,10 @@ def _label_edges(ax: Any, edges: Mapping[str, str]) -> None:
 
 # ---------------------------------------------------------------------------------------- table
 def format_table(report: dict[str, Any]) -> str:
-    """The evaluation report as a plain-text table: one row per file and a mean row."""
+    """The evaluation report as a plain-text table: one row per file and a mean row (for a guided
+    model, one row per method and file: PSNR, SSIM, RMSE, SAM and PSNR per band)."""
+    if report.get("guided"):
+        return _guided_table(report)
     files = report["files"]
     names = list(report["mean"]["baselines"])
     header = (
@@ -694,5 +759,26 @@ def format_table(report: dict[str, Any]) -> str:
         f"PSNR in dB (masked, normalised units); gain = model minus the best baseline ({best}); "
         f"consistency error {mean['model']['consistency']:.2e}; high-frequency energy vs reference: "
         f"model {mean['model']['hf_energy_ratio']:.2f}, {best} {mean['baselines'][best]['hf_energy_ratio']:.2f}"
+    )
+    return "\n".join(lines)
+
+
+def _guided_table(report: dict[str, Any]) -> str:
+    """A guided model's report: for each file and the mean, the model and each baseline in a row."""
+    mean = report["mean"]
+    bands = len(mean["model"]["psnr_per_band"])
+    header = f"{'file':<26} {'method':<7} {'PSNR':>7} {'SSIM':>6} {'RMSE':>9} {'SAM':>6}  PSNR per band"
+    lines = [header, "-" * (len(header) + 7 * max(0, bands - 2))]
+    for label, entry in [*((Path(f["path"]).name, f) for f in report["files"]), ("mean", mean)]:
+        for method, sc in [("model", entry["model"]), *entry["baselines"].items()]:
+            per_band = " ".join(f"{v:6.2f}" for v in sc["psnr_per_band"])
+            lines.append(
+                f"{label[-26:]:<26} {method:<7} {sc['psnr']:7.2f} {sc['ssim']:6.3f} {sc['rmse']:9.4g} "
+                f"{sc['sam']:6.2f}  {per_band}"
+            )
+    lines.append(
+        f"Wald's protocol: target and guide degraded by {report['scale']}; PSNR in dB (masked, normalised "
+        f"units), RMSE in the data's units, SAM (spectral angle) in degrees; gain over the best baseline "
+        f"({mean['best_baseline']}): {mean['gain_db']:+.2f} dB"
     )
     return "\n".join(lines)

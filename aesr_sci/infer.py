@@ -54,6 +54,7 @@ __all__ = [
     "predict",
     "project_consistent",
     "raster_statistics",
+    "read_guides",
     "resolve_precision",
     "select_device",
     "upscale",
@@ -803,7 +804,7 @@ def upscale(
     return from_image(Image(out, meta, mask=mask), kind)
 
 
-def _guide_images(guide: Any) -> tuple[list[Image], list[str]]:
+def read_guides(guide: Any) -> tuple[list[Image], list[str]]:
     """The guide images, finest first, converted as :func:`aesr_sci.io.to_image` converts the input,
     and their names for messages."""
     from .io import to_image
@@ -820,7 +821,7 @@ def _with_guide(loaded: LoadedModel, img: Image, guide: Any) -> tuple[Image, Ima
     (the input alone and None for an unguided model); refuses a guide that does not fit the model."""
     from .guide import check_guide_bands, crop_to_guide
 
-    images, names = _guide_images(guide)
+    images, names = read_guides(guide)
     bands = sum(g.channels for g in images) or None
     first = names[0] if names else "guide"
     check_guide_bands(loaded.guide_channels, bands, guide_name=first, names=loaded.guide_band_names)
