@@ -489,6 +489,65 @@ def upscale(
         click.echo(str(path))
 
 
+# ---------------------------------------------------------------------------------- sentinel2
+@main.command(short_help="One 10 m GeoTIFF of every band of a Sentinel-2 product (guided models).")
+@click.argument("model_x2", type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--model-x6", default=None, type=click.Path(path_type=str), help="Guided x6 model for the 60 m bands."
+)
+@click.option("--device", default=None, callback=_check_device, help="cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+@click.option(
+    "--memory-budget", callback=_parse_bytes, default=None, help="Memory the windows may use, e.g. 2G."
+)
+@click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.pass_context
+@_user_errors
+def sentinel2(
+    ctx: click.Context,
+    model_x2: str,
+    paths: tuple[str, ...],
+    model_x6: str | None,
+    device: str | None,
+    precision: str,
+    memory_budget: int | None,
+    cog: bool,
+    overwrite: bool,
+) -> None:
+    """Stack a Sentinel-2 product's 10 m, 20 m (and 60 m) files B10M B20M [B60M] into OUTPUT at 10 m.
+
+    All bands in wavelength order (descriptions B1, B2, ... B12) on the 10 m grid: the 10 m bands
+    copied as they are, the 20 m bands sharpened by MODEL_X2 (a guided x2 model, guided by the 10 m
+    bands), the 60 m bands by --model-x6 (guided by the 10 and 20 m bands). A 60 m file needs
+    --model-x6; leave it out to stack the 10 and 20 m bands only.
+
+    \b
+    Example:
+      aesr-sci sentinel2 runs/sentinel2_guided_x2 T18SVG_10m.tif T18SVG_20m.tif T18SVG_all_10m.tif --cog
+      aesr-sci sentinel2 runs/sentinel2_guided_x2 --model-x6 runs/sentinel2_guided_x6 \\
+          T18SVG_10m.tif T18SVG_20m.tif T18SVG_60m.tif T18SVG_all_10m.tif
+    """
+    from .product import sentinel2_stack
+
+    if len(paths) < 3:
+        raise click.UsageError("give the product's 10 m and 20 m files (and its 60 m file) and an OUTPUT")
+    out = sentinel2_stack(
+        model_x2,
+        list(paths[:-1]),
+        paths[-1],
+        model_x6=model_x6,
+        cog=cog,
+        overwrite=overwrite,
+        device=device,
+        precision=precision,
+        memory_budget=memory_budget,
+        progress=not ctx.obj["quiet"],
+    )
+    click.echo(str(out))
+
+
 # ----------------------------------------------------------------------------------- evaluate
 @main.command(short_help="Compare a model with interpolation baselines on high-resolution files.")
 @click.argument("model", type=click.Path(path_type=str))

@@ -280,3 +280,104 @@ def test_evaluate_refuses_guides_that_do_not_pair(tmp_path, guided_model):
     assert result.exit_code == 2 and "1 guide(s) for 2 file(s)" in result.output
     result = CliRunner().invoke(main, ["evaluate", str(model), str(files[0])])
     assert result.exit_code == 2 and "the model is guided" in result.output
+
+
+# ------------------------------------------------------------------------ Sentinel-2 product
+S2 = {10: ["B2", "B3", "B4", "B8"], 20: ["B5", "B6", "B7", "B8A", "B11", "B12"], 60: ["B1", "B9", "B10"]}
+
+
+def _product(folder: Path, make_geotiff) -> dict[int, Path]:
+    files = {}
+    for res, names in S2.items():
+        n = 60 * 10 // res
+        files[res] = make_geotiff(
+            folder / f"S2_{res}m.tif",
+            bands=len(names),
+            height=n,
+            width=n - n // 5,
+            band_names=names,
+            transform=_grid(float(res)),
+            nodata=None,
+            seed=res,
+        )
+    return files
+
+
+def _guided_model(folder: Path, scale: int, targets: int, guides: list[str]) -> Path:
+    """An untrained guided model (it returns the bilinear interpolation of its input) with its settings."""
+    from aesr_sci.checkpoint import save_model
+    from aesr_sci.nets import build_model
+
+    net = build_model(
+        "guided_residual",
+        spatial_dims=2,
+        in_channels=targets,
+        guide_channels=len(guides),
+        scale=scale,
+        features=4,
+        blocks=1,
+    )
+    policy = {"policy": "valid"}
+    config = {
+        "network": net.config,
+        "degradation": {"method": "area", "scale": [scale, scale], "convention": "fov"},
+        "normalization": {"method": "fixed", "scale": 0.0001},
+        "statistics": policy,
+        "guide_channels": len(guides),
+        "guide_band_names": guides,
+        "guide_statistics": policy,
+    }
+    save_model(folder / "model", net, config)
+    return folder / "model"
+
+
+def test_sentinel2_writes_every_band_at_10m_in_wavelength_order(tmp_path, make_geotiff):
+    import rasterio
+
+    from aesr_sci import io as aio
+
+    files = _product(tmp_path, make_geotiff)
+    x2 = _guided_model(tmp_path / "x2", 2, 6, S2[10])
+    x6 = _guided_model(tmp_path / "x6", 6, 3, S2[10] + S2[20])
+    out = tmp_path / "all_10m.tif"
+    args = ["-q", "sentinel2", str(x2), "--model-x6", str(x6), *map(str, files.values()), str(out), "--cog"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as ds, rasterio.open(files[10]) as ten:
+        assert ds.transform == ten.transform and ds.crs == ten.crs and ds.shape == ten.shape
+        assert list(ds.descriptions) == [
+            "B1",
+            "B2",
+            "B3",
+            "B4",
+            "B5",
+            "B6",
+            "B7",
+            "B8",
+            "B8A",
+            "B9",
+            "B10",
+            "B11",
+            "B12",
+        ]
+        stack = ds.read()
+        np.testing.assert_array_equal(stack[[1, 2, 3, 7]], ten.read())  # the 10 m bands copied as they are
+    # the (untrained) x2 model returns the bilinear interpolation of the 20 m bands
+    twenty = aio.read(files[20]).data.astype(np.float32)
+    block = stack[4].reshape(30, 2, 24, 2).mean((1, 3))
+    assert np.abs(block - twenty[0]).mean() < 0.05 * twenty[0].mean()
+
+
+def test_sentinel2_refuses_a_60m_file_without_its_model(tmp_path, make_geotiff):
+    files = _product(tmp_path, make_geotiff)
+    x2 = _guided_model(tmp_path / "x2", 2, 6, S2[10])
+    out = tmp_path / "all.tif"
+    result = CliRunner().invoke(main, ["sentinel2", str(x2), *map(str, files.values()), str(out)])
+    assert result.exit_code == 2 and "--model-x6" in result.output and not out.exists()
+    assert len(result.output.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["sentinel2", str(x2), str(files[10]), str(files[20]), str(out)])
+    assert result.exit_code == 0, result.output
+    import rasterio
+
+    with rasterio.open(out) as ds:
+        assert ds.count == 10 and ds.descriptions[0] == "B2"
