@@ -6,6 +6,15 @@ then ``aesr_sci.evaluate`` degrades each held-out file with the model's own degr
 it and compares with nearest, linear, cubic, Lanczos (and zero-filled Fourier for k-space models)
 interpolation on the same grid.
 
+Guided recipes (``sentinel2_guided_x2``, ``sentinel2_guided_x6``) train with their guides
+(``GUIDES``, file patterns beside each split's targets, in the same order) and are scored under
+Wald's protocol against bicubic and the ``hpf`` and ``brovey`` pansharpening baselines, with RMSE
+and the spectral angle. x2 trains on the aligned 18SVG product and holds out T49JGM. x6 trains on
+the aligned 18SVG product too, but the only held-out scene with the same three 60 m bands (B1, B9,
+B10) is T33UUU, whose source is LOSSY (coarsely re-quantised JP2s: T49JGM has only B1 and B9):
+its x6 numbers check the pipeline and are no quality claim. ``landsat_pan_x2`` is not here: the
+data holds no Landsat scene with its panchromatic band.
+
 Usage::
 
     python benchmarks/quality.py --minutes 25 [--recipes mri_x2 sentinel2_x2] [--data ../shared/data]
@@ -37,6 +46,8 @@ MRI_VAL = ["mri/stroke/T1.nii.gz"]
 MRI_TEST = ["mri/brats/pat0006/T1c_subtrMeanDivStd.nii.gz", "mri/clinical/MR.nii.gz"]
 S2_TRAIN = ["sat/sentinel2_18SVG/*_20m_*.tif"]
 S2_VAL = ["sat/sentinel2_T49JGM/*_20m.tif"]
+S2_ALIGNED = "sat/sentinel2_18SVG/aligned/S2_T18SVG_20160112_L1C"
+S2_LOSSY = "sat/sentinel2_T33UUU/S2A_MSIL1C_20170216_T33UUU"  # lossy: pipeline checks, no quality claims
 SPLITS = {
     "mri_x2": (MRI_TRAIN, MRI_VAL, MRI_TEST),
     "mri_x2_gan": (MRI_TRAIN, MRI_VAL, MRI_TEST),
@@ -48,7 +59,27 @@ SPLITS = {
         ["sat/landsat8_224077/*_B4.TIF"],
         ["sat/small/L7_ETMs.tif"],
     ),
+    "sentinel2_guided_x2": ([f"{S2_ALIGNED}_20m.tif"], S2_VAL, S2_VAL),
+    "sentinel2_guided_x6": ([f"{S2_ALIGNED}_60m.tif"], [f"{S2_LOSSY}_60m.tif"], [f"{S2_LOSSY}_60m.tif"]),
 }
+GUIDES = {  # per split, one guide pattern (or list of patterns, finest first) per target pattern
+    "sentinel2_guided_x2": (
+        [f"{S2_ALIGNED}_10m.tif"],
+        ["sat/sentinel2_T49JGM/*_10m.tif"],
+        ["sat/sentinel2_T49JGM/*_10m.tif"],
+    ),
+    "sentinel2_guided_x6": tuple(
+        [[f"{prefix}_10m.tif", f"{prefix}_20m.tif"]] for prefix in (S2_ALIGNED, S2_LOSSY, S2_LOSSY)
+    ),
+}
+
+
+def _guides(data: Path, name: str, split: int) -> list:
+    """The guide files of split ``split`` (0 train, 1 validation, 2 test), one entry per target file."""
+    if name not in GUIDES:
+        return []
+    entries = GUIDES[name][split]
+    return [_expand(data, e) if isinstance(e, list) else _expand(data, [e])[0] for e in entries]
 
 
 def _expand(data: Path, patterns: list[str]) -> list[str]:
@@ -84,12 +115,14 @@ def run(
     from aesr_sci.evaluation import evaluate, format_table
 
     train_p, val_p, test_p = (_expand(data, s) for s in SPLITS[name])
+    train_g, val_g, test_g = (_guides(data, name, i) for i in range(3))
+    guided = [f"data.guides={json.dumps(train_g)}", f"data.val_guides={json.dumps(val_g)}"] if train_g else []
     recipe = ROOT / "recipes" / f"{name}.yaml"
     run_dir = out_root / name
     t0 = time.perf_counter()
     if evaluate_only:  # score an existing run again (e.g. after a change to the metrics)
         old = json.loads((results_dir / "quality.json").read_text())[name]
-        report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
+        report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True, guides=test_g or None)
         print(format_table(report), flush=True)
         _copy_figure(report, name, figures)
         return {**old, "test": report}
@@ -101,11 +134,12 @@ def run(
             f"data.paths={json.dumps(train_p)}",
             f"data.val_paths={json.dumps(val_p)}",
             f"train.max_minutes={minutes}",
+            *guided,
             *extra,
         ],
     )
     train_s = time.perf_counter() - t0
-    report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True)
+    report = evaluate(run_dir, test_p, figures=run_dir / "figures", overwrite=True, guides=test_g or None)
     print(format_table(report), flush=True)
     _copy_figure(report, name, figures)
     return {
@@ -116,6 +150,7 @@ def run(
         "validation": result.best,
         "train_files": train_p,
         "val_files": val_p,
+        "guide_files": [train_g, val_g, test_g] if train_g else None,
         "overrides": list(extra),
         "device": result.device,
         "test": report,

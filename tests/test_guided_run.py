@@ -256,7 +256,7 @@ def test_evaluate_a_guided_model_by_walds_protocol(tmp_path, guided_model):
     model, files = guided_model
     targets, guides = [str(files[0]), str(files[4])], [str(files[1]), str(files[5])]
     out = tmp_path / "scores.json"
-    args = ["-q", "evaluate", str(model), *targets, "--json", str(out)]
+    args = ["-q", "evaluate", str(model), *targets, "--json", str(out), "--figures", str(tmp_path / "figs")]
     result = CliRunner().invoke(main, args + [x for g in guides for x in ("--guide", g)])
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()]
@@ -268,6 +268,7 @@ def test_evaluate_a_guided_model_by_walds_protocol(tmp_path, guided_model):
             assert len(sc["psnr_per_band"]) == 2 and len(sc["rmse_bands"]) == 2
             assert sc["rmse"] > 0 and 0 <= sc["sam"] < 90
     # the guide carries the detail: pansharpening beats bicubic on these scenes
+    assert len(list((tmp_path / "figs").glob("*.png"))) == 2
     base = report["mean"]["baselines"]
     assert base["hpf"]["psnr"] > base["cubic"]["psnr"]
 
