@@ -539,9 +539,12 @@ def _evaluate_file(
     from .infer import upscale
 
     deg, path = loaded.degradation, case.path
-    guided = (
-        {"guide": case.guide, "guide_statistics": case.guide_stats} if isinstance(case, GuidedCase) else {}
-    )
+    guided: dict[str, Any] = {}
+    if isinstance(case, GuidedCase):  # the degraded guide lies on the reference's grid: its metadata says so
+        guide = Image(
+            case.guide.data, case.meta.replace(band_names=case.guide.meta.band_names), case.guide.mask
+        )
+        guided = {"guide": guide, "guide_statistics": case.guide_stats}
     out = upscale(case.lq, loaded, **run, **guided)
     pred = case.normalize(out.data)
     entry: dict[str, Any] = {

@@ -382,3 +382,22 @@ def test_sentinel2_refuses_a_60m_file_without_its_model(tmp_path, make_geotiff):
 
     with rasterio.open(out) as ds:
         assert ds.count == 10 and ds.descriptions[0] == "B2"
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.filterwarnings("ignore::aesr_sci.errors.NoCRSWarning")
+def test_evaluate_guided_on_files_without_georeferencing(tmp_path, guided_model):
+    """The DSen2 crops have neither CRS nor transform: target and guide are matched by shape."""
+    import rasterio
+
+    from aesr_sci.evaluation import evaluate
+
+    model, files = guided_model
+    plain = [tmp_path / Path(p).name for p in files[4:6]]
+    for path, out in zip(files[4:6], plain):
+        with rasterio.open(path) as src:
+            profile = {**src.profile, "crs": None, "transform": Affine.identity()}
+            with rasterio.open(out, "w", **profile) as dst:
+                dst.write(src.read())
+    report = evaluate(model, [plain[0]], guides=[plain[1]])
+    assert report["guided"] and np.isfinite(report["mean"]["model"]["psnr"])
