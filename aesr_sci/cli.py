@@ -496,8 +496,8 @@ def upscale(
 @click.option(
     "--model-x6", default=None, type=click.Path(path_type=str), help="Guided x6 model for the 60 m bands."
 )
-@click.option("--device", default=None, callback=_check_device, help="cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto")
+@_device_option
+@_precision_option
 @click.option(
     "--memory-budget", callback=_parse_bytes, default=None, help="Memory the windows may use, e.g. 2G."
 )
@@ -570,7 +570,7 @@ def sentinel2(
     "guides",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=str),
-    help="Guided models: one guide per file, in the same order (Wald's protocol).",
+    help="Guided models: each file's guide, in the files' order (x6: its 10 m and 20 m files in turn).",
 )
 @click.pass_context
 @_user_errors
