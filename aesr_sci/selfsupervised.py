@@ -35,7 +35,7 @@ from .checkpoint import MODEL_JSON, LoadedModel, load_model
 from .checkpoint import save_model as write_model
 from .data.degrade import Degradation
 from .data.normalize import FOREGROUND_THRESHOLD, Normalizer
-from .errors import DataError, OutputExistsError
+from .errors import DataError, MismatchError, OutputExistsError
 from .infer import predict, select_device, upscale
 from .selfsr import InPlanePairs, SliceGeometry, SliceProfile, estimate_profile, slice_geometry
 from .spatial import Image
@@ -183,6 +183,11 @@ def adapt(
     source = "the input" if isinstance(image, Image) else str(image)
     img = image if isinstance(image, Image) else read(image)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    if loaded.guide_channels:
+        raise MismatchError(
+            f"{loaded.path}: a guided model is not fine-tuned on its input (adapt makes pairs from the "
+            "input alone): upscale without --adapt, or retrain the recipe on this scene with its guide"
+        )
     config = copy.deepcopy(loaded.config)
     own = LoadedModel(copy.deepcopy(loaded.network), config, loaded.path)
     if config.get("selfsr"):
