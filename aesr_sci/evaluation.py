@@ -359,7 +359,8 @@ def evaluate(
         do not flag (see :func:`aesr_sci.io.read`).
     guides
         A guided model's guides, one per file of ``paths`` in the same order (a path, an Image or
-        a list of them finest first). Evaluation then follows Wald's protocol
+        a list of them finest first); for a model with several guide files (the x6 Sentinel-2
+        model: 10 m and 20 m), a flat list gives each file's guide files in turn. Evaluation then follows Wald's protocol
         (:func:`held_out_guided_case`): target and guide are both degraded by the scale, and
         scores add ``rmse`` (physical units), ``rmse_bands`` and ``sam`` (spectral angle, degrees).
 
@@ -492,9 +493,13 @@ def _check_guides(loaded: Any, paths: Sequence[Any], guides: Sequence[Any] | Non
     """One guide (or None) per file, refused before any work when they do not fit the model."""
     from .guide import check_guide_bands
 
+    per_file = len(loaded.config.get("guide_factors") or [()])  # guide files per target (x6: 10 and 20 m)
+    if guides and per_file > 1 and len(guides) == per_file * len(paths):  # flat, as --guide gives them
+        guides = [list(guides[i : i + per_file]) for i in range(0, len(guides), per_file)]
     if guides and len(guides) != len(paths):
+        each = f"{per_file} guide files per file (finest first)" if per_file > 1 else "one guide per file"
         raise ParameterError(
-            f"{len(guides)} guide(s) for {len(paths)} file(s): give one guide per file, in the same order"
+            f"{len(guides)} guide(s) for {len(paths)} file(s): give {each}, in the same order as the files"
         )
     # here whether a guide is given (or not) at all; its bands when it is read
     expected = loaded.guide_channels
