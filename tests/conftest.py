@@ -236,6 +236,43 @@ def save_model_dir(
     return folder / "model"
 
 
+def save_guided_model_dir(
+    folder: Path,
+    *,
+    scale: int = 2,
+    channels: int = 2,
+    guide_bands: Sequence[str] = ("G2", "G3"),
+    guide_files: int = 1,
+) -> Path:
+    """Save a tiny untrained ``guided_residual`` network (it returns the bilinear interpolation of its
+    input) with a guided model's settings: ``guide_bands`` named, in ``guide_files`` guide files."""
+    from aesr_sci.checkpoint import save_model
+    from aesr_sci.nets import build_model
+
+    net = build_model(
+        "guided_residual",
+        spatial_dims=2,
+        in_channels=channels,
+        guide_channels=len(guide_bands),
+        scale=scale,
+        features=4,
+        blocks=1,
+    )
+    policy = {"policy": "valid"}
+    config = {
+        "network": net.config,
+        "degradation": {"method": "area", "scale": [scale, scale], "convention": "fov"},
+        "normalization": {"method": "fixed", "scale": 0.0001},
+        "statistics": policy,
+        "guide_channels": len(guide_bands),
+        "guide_band_names": list(guide_bands),
+        "guide_statistics": policy,
+        "guide_factors": [[1, 1]] + [[2, 2]] * (guide_files - 1),
+    }
+    save_model(folder / "model", net, config)
+    return folder / "model"
+
+
 def pair_source(
     paths: Sequence[Any],
     *,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import save_model_dir, write_geotiff, write_nifti
+from conftest import save_guided_model_dir, save_model_dir, write_geotiff, write_nifti
 
 from aesr_sci.cli import main
 
@@ -334,6 +334,98 @@ def evaluate_overwrite_failing_file(tmp: Path) -> Case:
     return Case(args, ["bad.tif"])
 
 
+# guided models (issue 16): a 2-band 20 m target and its 2-band 10 m guide, sharing a corner
+def _guided(tmp: Path, **guide: Any) -> tuple[Path, Path, Path]:
+    from affine import Affine
+
+    guide.setdefault("transform", Affine(10.0, 0.0, 585000.0, 0.0, -10.0, 4415000.0))
+    guide.setdefault("bands", 2)
+    target = _tif(tmp, "t_20m.tif", bands=2)
+    return save_guided_model_dir(tmp / "run"), target, _tif(tmp, "g_10m.tif", height=80, width=72, **guide)
+
+
+def _upscale_guided(model: Path, target: Path, guide: Path | None, tmp: Path) -> list[str]:
+    return [
+        "upscale",
+        str(model),
+        str(target),
+        str(tmp / "o.tif"),
+        *(["--guide", str(guide)] if guide else []),
+    ]
+
+
+def guide_in_another_crs(tmp: Path) -> Case:
+    model, target, guide = _guided(tmp, crs="EPSG:32633")
+    return Case(_upscale_guided(model, target, guide, tmp), ["g_10m.tif", "EPSG:32633", "EPSG:32618"])
+
+
+def guide_at_another_pixel_size(tmp: Path) -> Case:
+    from affine import Affine
+
+    model, target, guide = _guided(tmp, transform=Affine(5.0, 0.0, 585000.0, 0.0, -5.0, 4415000.0))
+    return Case(_upscale_guided(model, target, guide, tmp), ["g_10m.tif", "pixel", "10"])
+
+
+def guide_shifted_off_the_grid(tmp: Path) -> Case:
+    from affine import Affine
+
+    model, target, guide = _guided(tmp, transform=Affine(10.0, 0.0, 585002.5, 0.0, -10.0, 4415000.0))
+    expect = ["g_10m.tif", "shifted off the target's grid by 0 x 0.25 guide pixels", "gdalwarp -tr 10 10 -te"]
+    return Case(_upscale_guided(model, target, guide, tmp), expect)
+
+
+def guided_model_without_guide(tmp: Path) -> Case:
+    model, target, _ = _guided(tmp)
+    return Case(_upscale_guided(model, target, None, tmp), ["the model is guided", "--guide"])
+
+
+def guide_to_an_unguided_model(tmp: Path) -> Case:
+    _, target, guide = _guided(tmp)
+    model = save_model_dir(tmp / "plain", channels=2)
+    return Case(_upscale_guided(model, target, guide, tmp), ["g_10m.tif", "takes no guide"])
+
+
+def guide_band_count(tmp: Path) -> Case:
+    model, target, guide = _guided(tmp, bands=3)
+    return Case(_upscale_guided(model, target, guide, tmp), ["g_10m.tif", "3 band(s)", "2 (G2, G3)"])
+
+
+def guide_with_several_inputs(tmp: Path) -> Case:
+    model, target, guide = _guided(tmp)
+    other = _tif(tmp, "u_20m.tif", bands=2)
+    out = tmp / "out"
+    out.mkdir()
+    args = ["upscale", str(model), str(target), str(other), str(out), "--guide", str(guide)]
+    return Case(args, ["--guide", "one INPUT"], usage=True)
+
+
+def evaluate_guides_do_not_pair(tmp: Path) -> Case:
+    model, target, guide = _guided(tmp)
+    other = _tif(tmp, "u_20m.tif", bands=2)
+    args = ["evaluate", str(model), str(target), str(other), "--guide", str(guide)]
+    return Case(args, ["1 guide(s) for 2 file(s)", "one guide per file"])
+
+
+def adapt_a_guided_model(tmp: Path) -> Case:
+    model, target, guide = _guided(tmp)
+    return Case(
+        [*_upscale_guided(model, target, guide, tmp), "--adapt", "0.1"], ["guided model", "without --adapt"]
+    )
+
+
+GUIDE_ROWS: list[Callable[[Path], Case]] = [
+    guide_in_another_crs,
+    guide_at_another_pixel_size,
+    guide_shifted_off_the_grid,
+    guided_model_without_guide,
+    guide_to_an_unguided_model,
+    guide_band_count,
+    guide_with_several_inputs,
+    evaluate_guides_do_not_pair,
+    adapt_a_guided_model,
+]
+
+
 ROWS: list[Callable[[Path], Case]] = [
     degrade_onto_itself,
     degrade_onto_symlink_of_input,
@@ -368,6 +460,7 @@ ROWS: list[Callable[[Path], Case]] = [
     upscale_overwrite_and_skip,
     evaluate_json_onto_model,
     evaluate_overwrite_failing_file,
+    *GUIDE_ROWS,
 ]
 
 

@@ -306,30 +306,10 @@ def _product(folder: Path, make_geotiff) -> dict[int, Path]:
 
 def _guided_model(folder: Path, scale: int, targets: int, guides: list[str]) -> Path:
     """An untrained guided model (it returns the bilinear interpolation of its input) with its settings."""
-    from aesr_sci.checkpoint import save_model
-    from aesr_sci.nets import build_model
+    from conftest import save_guided_model_dir
 
-    net = build_model(
-        "guided_residual",
-        spatial_dims=2,
-        in_channels=targets,
-        guide_channels=len(guides),
-        scale=scale,
-        features=4,
-        blocks=1,
-    )
-    policy = {"policy": "valid"}
-    config = {
-        "network": net.config,
-        "degradation": {"method": "area", "scale": [scale, scale], "convention": "fov"},
-        "normalization": {"method": "fixed", "scale": 0.0001},
-        "statistics": policy,
-        "guide_channels": len(guides),
-        "guide_band_names": guides,
-        "guide_statistics": policy,
-    }
-    save_model(folder / "model", net, config)
-    return folder / "model"
+    files = 1 if scale == 2 else 2  # x6: the 10 m and 20 m guide files
+    return save_guided_model_dir(folder, scale=scale, channels=targets, guide_bands=guides, guide_files=files)
 
 
 def test_sentinel2_writes_every_band_at_10m_in_wavelength_order(tmp_path, make_geotiff):
