@@ -604,11 +604,13 @@ def check_spacing(
     model: LoadedModel, spacing: Sequence[float], source: str, *, factor: float = 1.5
 ) -> str | None:
     """A one-line warning when the input's voxel size, or its anisotropy, is more than ``factor``
-    away from what the model expects (its training data's spacing times its scale); else None."""
+    away from what the model expects (its training data's spacing times its scale; for a guided
+    model, trained by Wald's protocol on the targets degraded once more, the training files' own
+    spacing); else None."""
     trained = model.config.get("training_spacing")
     if not trained or len(trained) != len(spacing) or len(spacing) != len(model.scale):
         return None
-    expected = np.asarray(trained, float) * np.asarray(model.scale, float)
+    expected = np.asarray(trained, float) * (1.0 if model.guide_channels else np.asarray(model.scale, float))
     got = np.asarray(spacing, float)
     if np.any(expected <= 0) or np.any(got <= 0):
         return None

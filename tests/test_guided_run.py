@@ -251,6 +251,19 @@ def test_a_guide_given_to_an_unguided_model_is_refused(tmp_path, make_geotiff):
     assert result.exit_code == 2 and "the model takes no guide" in result.output, result.output
 
 
+def test_a_guided_model_expects_inputs_at_its_training_files_spacing(tmp_path):
+    """Wald's protocol trains on 20 m files degraded to 40 m, and upscales 20 m files: no warning."""
+    from conftest import save_guided_model_dir
+
+    from aesr_sci.checkpoint import load_model
+    from aesr_sci.infer import check_spacing
+
+    model = load_model(save_guided_model_dir(tmp_path))
+    model.config["training_spacing"] = [20.0, 20.0]
+    assert check_spacing(model, (20.0, 20.0), "a_20m.tif") is None
+    assert "expects about 20x20" in check_spacing(model, (60.0, 60.0), "a_60m.tif")
+
+
 # ----------------------------------------------------------------------------- evaluation
 def test_evaluate_a_guided_model_by_walds_protocol(tmp_path, guided_model):
     model, files = guided_model
