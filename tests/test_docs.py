@@ -19,7 +19,7 @@ from typing import Any
 import click
 import numpy as np
 import pytest
-from conftest import save_model_dir, write_geotiff, write_nifti
+from conftest import save_guided_model_dir, save_model_dir, write_geotiff, write_nifti
 
 from aesr_sci.cli import main
 
@@ -79,7 +79,37 @@ def _stand_ins(folder: Path) -> None:
     save_model_dir(folder / "runs" / "mri_x2", spatial_dims=3, method="kspace", patch=16)
     save_model_dir(folder / "runs" / "sentinel2_x2", spatial_dims=2, channels=6, method="gaussian", patch=32)
     save_model_dir(folder / "runs" / "landsat_x2", spatial_dims=2, channels=6, method="gaussian", patch=32)
+    _sentinel2_stand_ins(folder)
     (folder / "recipes").symlink_to(ROOT / "recipes")
+
+
+def _sentinel2_stand_ins(folder: Path) -> None:
+    """A Sentinel-2 product a_{10,20,60}m.tif on one UTM corner, and untrained guided x2 and x6 runs."""
+    from affine import Affine
+
+    bands = {
+        10: ["B2", "B3", "B4", "B8"],
+        20: ["B5", "B6", "B7", "B8A", "B11", "B12"],
+        60: ["B1", "B9", "B10"],
+    }
+    for res, names in bands.items():
+        n = 720 // res  # 720 m a side: 72, 36 and 12 pixels
+        grid = Affine(float(res), 0.0, 585000.0, 0.0, -float(res), 4415000.0)
+        write_geotiff(
+            folder / f"a_{res}m.tif",
+            bands=len(names),
+            height=n,
+            width=n,
+            band_names=names,
+            transform=grid,
+            nodata_border=1,
+            seed=res,
+        )
+    runs = folder / "runs"
+    save_guided_model_dir(runs / "sentinel2_guided_x2", scale=2, channels=6, guide_bands=bands[10])
+    save_guided_model_dir(
+        runs / "sentinel2_guided_x6", scale=6, channels=3, guide_bands=bands[10] + bands[20], guide_files=2
+    )
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import save_model_dir, write_geotiff
+from conftest import save_guided_model_dir, save_model_dir, write_geotiff
 
 from aesr_sci import __version__
 from aesr_sci.cli import main
@@ -285,6 +285,51 @@ def test_qgis_upscale_matches_the_command_line(tmp_path: Path, qgis_env: dict[st
         assert q.nodata == c.nodata and q.descriptions == c.descriptions == ("B1", "B2", "B3")
         np.testing.assert_array_equal(q.read(), c.read())
     assert src.read_bytes() == before
+
+
+@needs_qgis
+def test_qgis_guided_upscale_matches_the_command_line(tmp_path: Path, qgis_env: dict[str, str]) -> None:
+    """aesrsci:upscaleguided runs ``aesr-sci upscale --guide`` (twice for the x6 model's two guide files):
+    the output lands on the guide's grid and equals the command line's, byte for byte."""
+    import rasterio
+    from affine import Affine
+
+    def grid(pixel: float) -> Affine:
+        return Affine(pixel, 0.0, 585000.0, 0.0, -pixel, 4415000.0)
+
+    for scale, guides in ((2, {10: 2}), (6, {10: 2, 20: 1})):
+        folder = tmp_path / f"x{scale}"
+        folder.mkdir()
+        target = write_geotiff(
+            folder / "target.tif", bands=2, height=16, width=14, nodata_border=1, transform=grid(10.0 * scale)
+        )
+        files = [
+            write_geotiff(
+                folder / f"g{res}.tif",
+                bands=n,
+                height=16 * scale * 10 // res,
+                width=14 * scale * 10 // res,
+                nodata_border=1,
+                transform=grid(float(res)),
+                seed=res,
+            )
+            for res, n in guides.items()
+        ]
+        names = [f"G{i}" for i in range(sum(guides.values()))]
+        model = save_guided_model_dir(folder, scale=scale, guide_bands=names, guide_files=len(files))
+        via_qgis, via_cli = folder / "qgis.tif", folder / "cli.tif"
+        params = [f"INPUT={target}", f"MODEL={model}", f"GUIDE={files[0]}", f"OUTPUT={via_qgis}"]
+        params += [f"GUIDE_2={files[1]}"] if len(files) > 1 else []
+        run = _qgis_process(["run", "aesrsci:upscaleguided", "--", *params], qgis_env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        guide_args = [x for f in files for x in ("--guide", str(f))]
+        cli = CliRunner().invoke(main, ["-q", "upscale", str(model), str(target), str(via_cli), *guide_args])
+        assert cli.exit_code == 0, cli.output
+        with rasterio.open(via_qgis) as q, rasterio.open(via_cli) as c, rasterio.open(files[0]) as g:
+            assert q.crs == c.crs == g.crs and q.transform == c.transform == g.transform
+            assert q.shape == c.shape == g.shape
+            assert q.descriptions == c.descriptions == ("B1", "B2") and q.nodata == c.nodata == 0
+            np.testing.assert_array_equal(q.read(), c.read())
 
 
 @needs_qgis

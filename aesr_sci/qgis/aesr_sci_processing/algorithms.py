@@ -1,7 +1,8 @@
 """The Processing algorithms: each one maps its parameters one to one onto an ``aesr-sci`` command.
 
-A parameter named ``PATCH_SIZE`` becomes the option ``--patch-size``; ``POSITIONAL`` parameters
-become the command's arguments in order. Nothing here imports torch or aesr_sci: the work is done
+A parameter named ``PATCH_SIZE`` becomes the option ``--patch-size`` (unless ``OPTIONS`` names
+another: ``GUIDE_2`` is a second ``--guide``); ``POSITIONAL`` parameters become the command's
+arguments in order. Nothing here imports torch or aesr_sci: the work is done
 by the ``aesr-sci`` executable that the provider's setting names (see :mod:`.runner`).
 """
 
@@ -51,6 +52,7 @@ class AesrSciAlgorithm(QgsProcessingAlgorithm):
 
     COMMAND = ""
     POSITIONAL: tuple[str, ...] = ()
+    OPTIONS: tuple[tuple[str, str], ...] = ()  # (parameter, option) where the option is not its name
     FEATURE = ""  # what an aesr-sci without the command or its options lacks, for the error message
     ID = ""
     TITLE = ""
@@ -134,7 +136,7 @@ class AesrSciAlgorithm(QgsProcessingAlgorithm):
                 outputs.append(value)
             if name in self.POSITIONAL:
                 continue
-            option = "--" + name.lower().replace("_", "-")
+            option = dict(self.OPTIONS).get(name) or "--" + name.lower().replace("_", "-")
             options.append(option)
             option_args += [option] if kind == "boolean" else [option, value]
         if any(Path(p).exists() for p in outputs):
@@ -243,19 +245,27 @@ class UpscaleAlgorithm(AesrSciAlgorithm):
 class GuidedUpscaleAlgorithm(AesrSciAlgorithm):
     COMMAND = "upscale"
     POSITIONAL = ("MODEL", "INPUT", "OUTPUT")
+    OPTIONS = (("GUIDE_2", "--guide"),)
     FEATURE = "guides"
     ID = "upscaleguided"
     TITLE = "Upscale with a guide"
     HELP = (
         "Super-resolves a raster with a guided model and a co-registered guide raster on the output "
         "grid (for example Sentinel-2 20 m bands guided by its 10 m bands): aesr-sci upscale --guide. "
-        "The output lands on the guide's grid."
+        "The output lands on the guide's grid (its transform, CRS and size), with the input's band "
+        "names, data type and nodata. A model with two guide files (the Sentinel-2 x6 model: 10 m "
+        "and 20 m bands) takes the coarser one as the second guide."
     )
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Input raster")))
         self.addParameter(
             QgsProcessingParameterRasterLayer("GUIDE", self.tr("Guide raster (on the output grid)"))
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                "GUIDE_2", self.tr("Second, coarser guide raster (x6 models: the 20 m bands)"), optional=True
+            )
         )
         self.addParameter(_model_parameter(self))
         _add_upscale_options(self)
