@@ -755,7 +755,6 @@ def upscale(
             img, loaded, source, device=dev, precision=precision, memory_budget=memory_budget
         )
         return from_image(thick, kind)
-    network = loaded.network.to(dev).eval()
     scale = loaded.scale
     patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size else loaded.patch_size
     if patch_size == 0:
@@ -776,34 +775,44 @@ def upscale(
     x = fill_nodata(x, img.mask)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None]
     gt = None if guide_img is None else _guide_tensor(loaded, guide_img, normalizer, guide_statistics)
-
-    def run(t: torch.Tensor, g: torch.Tensor | None = gt) -> torch.Tensor:
-        return predict(
-            network,
-            t,
-            patch_size=patch,
-            device=dev,
-            precision=precision,
-            memory_budget=memory_budget,
-            progress=progress,
-            guide=g,
-        )
-
-    # a single-band model serves every band of a multiband raster, one band at a time
-    bands = [xt] if loaded.in_channels == xt.shape[1] else list(xt.split(1, dim=1))
-    outs = []
-    for band in bands:
-        inputs = (band,) if gt is None else (band, gt)
-        yb = _apply_tta(run, inputs, scale, img.meta.spacing) if tta else run(*inputs)
-        if consistency:
-            yb = project_consistent(yb, band, loaded.degradation)
-        outs.append(yb)
-    y = torch.cat(outs, dim=1)
+    run = {"patch_size": patch, "device": dev, "precision": precision, "memory_budget": memory_budget}
+    y = _run_network(
+        loaded, xt, gt, spacing=img.meta.spacing, tta=tta, consistency=consistency, progress=progress, **run
+    )
     out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
     mask = _hr_mask(img.mask, scale)
     if guide_img is not None and guide_img.common_mask is not None:  # nodata in either input stays nodata
         mask = guide_img.common_mask if mask is None else mask & guide_img.common_mask
     return from_image(Image(out, meta, mask=mask), kind)
+
+
+def _run_network(
+    loaded: LoadedModel,
+    xt: torch.Tensor,
+    gt: torch.Tensor | None,
+    *,
+    spacing: Sequence[float],
+    tta: bool,
+    consistency: bool,
+    **options: Any,
+) -> torch.Tensor:
+    """The model's network over the normalised input ``xt`` (with its normalised guide ``gt``), by
+    :func:`predict` with ``options``: with TTA and the consistency projection when asked, and a
+    single-band model over every band of a multiband raster, one band at a time."""
+    network = loaded.network.to(options["device"]).eval()
+
+    def run(t: torch.Tensor, g: torch.Tensor | None = gt) -> torch.Tensor:
+        return predict(network, t, guide=g, **options)
+
+    bands = [xt] if loaded.in_channels == xt.shape[1] else list(xt.split(1, dim=1))
+    outs = []
+    for band in bands:
+        inputs = (band,) if gt is None else (band, gt)
+        yb = _apply_tta(run, inputs, loaded.scale, spacing) if tta else run(*inputs)
+        if consistency:
+            yb = project_consistent(yb, band, loaded.degradation)
+        outs.append(yb)
+    return torch.cat(outs, dim=1)
 
 
 def read_guides(guide: Any) -> tuple[list[Image], list[str]]:
@@ -978,7 +987,7 @@ def upscale_files(
     """
     from tqdm.auto import tqdm
 
-    from .io import parse_dtype, read, write
+    from .io import parse_dtype
 
     dtype = parse_dtype(dtype)
     select = {"bands": bands, "nodata": nodata}
@@ -1015,30 +1024,38 @@ def upscale_files(
         tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"), grids
     ):
         streaming = math.prod(shape) > _STREAM_VALUES if stream is None else stream
+        writing = {"cog": cog, "overwrite": overwrite, "progress": progress, "select": select, "dtype": dtype}
         if meta.format == "geotiff" and streaming:
             target = _Streamed(src, meta, shape, guides, grid)
-            _upscale_streaming(
-                loaded,
-                target,
-                dst,
-                options,
-                cog=cog,
-                overwrite=overwrite,
-                progress=progress,
-                block=block,
-                select=select,
-                dtype=dtype,
-            )
+            _upscale_streaming(loaded, target, dst, options, block=block, **writing)
         else:
-            out = upscale(read(src, **select), loaded, progress=progress, guide=guides or None, **options)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            write(out, dst, overwrite=overwrite, cog=cog, dtype=dtype)
-            _sidecar(
-                dst, src, loaded, out.meta.provenance, overwrite=overwrite, root=inputs[0] if bids else None
-            )
+            _upscale_in_memory(loaded, src, dst, options, guides, root=inputs[0] if bids else None, **writing)
         log.info("wrote %s", dst)
         written.append(dst)
     return written
+
+
+def _upscale_in_memory(
+    loaded: LoadedModel,
+    src: Path,
+    dst: Path,
+    options: dict[str, Any],
+    guides: Sequence[Path],
+    *,
+    cog: bool,
+    overwrite: bool,
+    progress: bool,
+    select: dict[str, Any],
+    dtype: Any,
+    root: Any,
+) -> None:
+    """One file read whole, upscaled (with its guide files) and written, with its sidecar if NIfTI."""
+    from .io import read, write
+
+    out = upscale(read(src, **select), loaded, progress=progress, guide=list(guides) or None, **options)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write(out, dst, overwrite=overwrite, cog=cog, dtype=dtype)
+    _sidecar(dst, src, loaded, out.meta.provenance, overwrite=overwrite, root=root)
 
 
 def _bids_pairs(inputs: Sequence[Any], output: Any) -> list[tuple[Path, Path]]:
