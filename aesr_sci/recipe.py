@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -441,6 +442,28 @@ def _validate(raw: Any, source: str) -> Recipe:
         raise RecipeError(_format_errors(exc, source)) from None
 
 
+def _drop_recipe_validation(raw: dict[str, Any], keys_set: list[list[str]]) -> None:
+    """When ``data.paths`` is overridden alone, the recipe's own validation files no longer apply.
+
+    A recipe names validation files that belong with its default training data (another scene of
+    the same sensor); a user who trains on their own files from the command line means to validate
+    on those, so ``data.val_paths`` and ``data.val_guides`` are dropped (with a one-line note) and
+    validation holds out whole files of ``data.paths``, unless the override names them too.
+    """
+    data = raw.get("data")
+    if ["data", "paths"] not in keys_set or not isinstance(data, dict) or not data.get("val_paths"):
+        return
+    if any(k[:2] in (["data", "val_paths"], ["data", "val_guides"]) for k in keys_set):
+        return
+    data["val_paths"], data["val_guides"] = [], []
+    warnings.warn(
+        "data.paths was set without data.val_paths: the recipe's validation files are dropped and "
+        "validation holds out files of data.paths (set data.val_paths to choose them)",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def load_recipe(
     recipe: str | os.PathLike[str] | dict[str, Any] | Recipe, *, overrides: Sequence[str] = ()
 ) -> Recipe:
@@ -492,9 +515,12 @@ def load_recipe(
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping with data, model and train sections")
     raw.pop("source", None)
+    keys_set = []
     for text in overrides:
         keys, value = parse_override(text)
         _apply_override(raw, keys, value, source)
+        keys_set.append(keys)
+    _drop_recipe_validation(raw, keys_set)
     recipe_obj = _validate(raw, source)
     return recipe_obj.model_copy(update={"source": source})
 

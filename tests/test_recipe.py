@@ -9,6 +9,8 @@ import pytest
 from aesr_sci.errors import RecipeError
 from aesr_sci.recipe import load_recipe, parse_override
 
+ROOT = Path(__file__).resolve().parents[1]
+
 BASE = {"data": {"scale": 2, "patch_size": 32, "degradation": {"method": "kspace"}}}
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 
@@ -146,3 +148,25 @@ def test_docs_list_every_key() -> None:
     assert reference_table() in docs, (
         "docs/recipes.md is out of date: paste aesr_sci.recipe.reference_table()"
     )
+
+
+def test_overriding_paths_alone_drops_the_recipes_validation_files() -> None:
+    """The issue's command: own scenes from the command line, the recipe's validation scene dropped."""
+    recipe = ROOT / "recipes" / "sentinel2_guided_x2.yaml"
+    with pytest.warns(UserWarning, match="validation files are dropped"):
+        r = load_recipe(
+            recipe, overrides=["data.paths=[a_20m.tif,b_20m.tif]", "data.guides=[a_10m.tif,b_10m.tif]"]
+        )
+    assert r.data.val_paths == [] and r.data.val_guides == []
+    kept = load_recipe(
+        recipe,
+        overrides=[
+            "data.paths=[a.tif,b.tif]",
+            "data.guides=[c.tif,d.tif]",
+            "data.val_paths=[e.tif]",
+            "data.val_guides=[f.tif]",
+        ],
+    )
+    assert kept.data.val_paths[-1].endswith("e.tif") and kept.data.val_guides[-1].endswith("f.tif")
+    untouched = load_recipe(recipe, overrides=["train.max_steps=3"])
+    assert untouched.data.val_paths and untouched.data.val_guides
