@@ -105,6 +105,52 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
         raise RecipeError(f"degradation parameter {name} must be a number {bound} (got {value!r})")
 
 
+def _check_fraction(name: str, value: Any) -> float:
+    """``value`` as a float, refused unless it is a number in ``[0, 1)``."""
+    _check_positive(name, value, allow_zero=True)
+    if value >= 1:
+        raise RecipeError(f"degradation parameter {name} must be in [0, 1) (got {value!r})")
+    return float(value)
+
+
+def _check_sigma(sigma: Any) -> float | list[float]:
+    """A blur width, or one per band, as floats, each refused unless > 0."""
+    if isinstance(sigma, (list, tuple, np.ndarray)):
+        sigmas = [float(v) for v in sigma]
+        for v in sigmas:
+            _check_positive("sigma", v)
+        return sigmas
+    _check_positive("sigma", sigma)
+    return float(sigma)
+
+
+def _checked_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of ``method`` with their numbers as floats; an unknown name or an invalid value
+    raises a RecipeError that lists the valid ones."""
+    valid = PARAMS[method]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        allowed = ", ".join(valid) if valid else "none"
+        raise RecipeError(
+            f"degradation method {method!r} does not take parameter(s) {', '.join(unknown)}; "
+            f"its parameters are: {allowed}"
+        )
+    if "sigma" in params:
+        params["sigma"] = _check_sigma(params["sigma"])
+    if "fwhm" in params:
+        _check_positive("fwhm", params["fwhm"])
+        params["fwhm"] = float(params["fwhm"])
+    if "gap" in params:
+        params["gap"] = _check_fraction("gap", params["gap"])
+    if params.get("profile", "gaussian") not in SLICE_PROFILES:
+        raise RecipeError(
+            f"unknown slice profile {params['profile']!r}: use one of {', '.join(SLICE_PROFILES)}"
+        )
+    if "sigma_jitter" in params:
+        params["sigma_jitter"] = _check_fraction("sigma_jitter", params["sigma_jitter"])
+    return params
+
+
 @dataclass(frozen=True)
 class Degradation:
     """A degradation model: method, integer downsampling factor per spatial axis, parameters.
@@ -160,45 +206,7 @@ class Degradation:
         if self.method not in METHODS:
             raise RecipeError(f"unknown degradation method {self.method!r}: use one of {', '.join(METHODS)}")
         object.__setattr__(self, "scale", as_int_scale(self.scale, name="degradation scale"))
-        params = dict(self.params or {})
-        valid = PARAMS[self.method]
-        unknown = sorted(set(params) - set(valid))
-        if unknown:
-            allowed = ", ".join(valid) if valid else "none"
-            raise RecipeError(
-                f"degradation method {self.method!r} does not take parameter(s) {', '.join(unknown)}; "
-                f"its parameters are: {allowed}"
-            )
-        if "sigma" in params:
-            sigma = params["sigma"]
-            if isinstance(sigma, (list, tuple, np.ndarray)):
-                sigma = [float(v) for v in sigma]
-                for v in sigma:
-                    _check_positive("sigma", v)
-            else:
-                _check_positive("sigma", sigma)
-                sigma = float(sigma)
-            params["sigma"] = sigma
-        if "fwhm" in params:
-            _check_positive("fwhm", params["fwhm"])
-            params["fwhm"] = float(params["fwhm"])
-        if "gap" in params:
-            gap = params["gap"]
-            _check_positive("gap", gap, allow_zero=True)
-            if gap >= 1:
-                raise RecipeError(f"degradation parameter gap must be in [0, 1) (got {gap!r})")
-            params["gap"] = float(gap)
-        if params.get("profile", "gaussian") not in SLICE_PROFILES:
-            raise RecipeError(
-                f"unknown slice profile {params['profile']!r}: use one of {', '.join(SLICE_PROFILES)}"
-            )
-        if "sigma_jitter" in params:
-            jitter = params["sigma_jitter"]
-            _check_positive("sigma_jitter", jitter, allow_zero=True)
-            if jitter >= 1:
-                raise RecipeError(f"degradation parameter sigma_jitter must be in [0, 1) (got {jitter!r})")
-            params["sigma_jitter"] = float(jitter)
-        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params", _checked_params(self.method, dict(self.params or {})))
 
     # ----------------------------------------------------------------------------- description
     @property
