@@ -131,16 +131,7 @@ def selfsr(
         pairs, loaded = _thick_slices(img, geometry, source, network, seed)
     dev = select_device(device)
     reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
-    train_minutes = minutes - (time.perf_counter() - started + reserve) / 60
-    if train_minutes < 0.1 * minutes:
-        log.warning(
-            "Warning: %s: the budget of %g min leaves %.2f min to train (the final inference alone should "
-            "take %.0f s): give more --minutes",
-            source,
-            minutes,
-            max(train_minutes, 0.0),
-            reserve - _SPARE_S,
-        )
+    train_minutes = _training_minutes(minutes, time.perf_counter() - started, reserve, source)
     options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
     out = upscale(img, loaded, precision=precision, device=dev)
@@ -153,6 +144,22 @@ def selfsr(
         operation="selfsr", steps=steps, minutes=round(minutes_taken, 3), slice_profile=thick.get("profile")
     )
     return Image(out.data, meta, mask=out.mask)
+
+
+def _training_minutes(minutes: float, spent_s: float, reserve_s: float, source: str) -> float:
+    """What the budget of ``minutes`` leaves to train after ``spent_s`` seconds of preparation and
+    ``reserve_s`` kept for the final inference and writing; a warning when under a tenth of it."""
+    train_minutes = minutes - (spent_s + reserve_s) / 60
+    if train_minutes < 0.1 * minutes:
+        log.warning(
+            "Warning: %s: the budget of %g min leaves %.2f min to train (the final inference alone should "
+            "take %.0f s): give more --minutes",
+            source,
+            minutes,
+            max(train_minutes, 0.0),
+            reserve_s - _SPARE_S,
+        )
+    return train_minutes
 
 
 def adapt(

@@ -139,6 +139,13 @@ def test_recipe_validation_and_round_trip():
         Degradation("area", (1.5, 2))
     with pytest.raises(RecipeError, match="gap must be in"):
         Degradation("slice", (1, 1, 4), {"gap": 1.0})
+    with pytest.raises(RecipeError, match=r"sigma_jitter must be in \[0, 1\) \(got 1.5\)"):
+        Degradation("gaussian", (2, 2), {"sigma_jitter": 1.5})
+    with pytest.raises(RecipeError, match="gap must be a number >= 0"):
+        Degradation("slice", (1, 1, 4), {"gap": -0.1})
+    with pytest.raises(RecipeError, match="sigma must be a number > 0"):
+        Degradation("gaussian", (2, 2), {"sigma": [1.0, 0.0]})
+    assert Degradation("gaussian", (2, 2), {"sigma": np.array([1, 2])}).params["sigma"] == [1.0, 2.0]
     with pytest.raises(RecipeError, match="valid keys are method, scale, params"):
         Degradation.from_dict({"method": "area", "scale": [2, 2], "sigma": 1})
     with pytest.raises(RecipeError, match="uses the 'origin' grid convention"):

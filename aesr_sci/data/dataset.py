@@ -57,6 +57,24 @@ from .source import (
 __all__ = ["PairDataset", "check_sources"]
 
 
+def _check_sampling(mode: str, samples_per_epoch: int, min_valid: float) -> None:
+    """Refuse an unknown mode, an empty epoch or a valid fraction outside ``[0, 1]``."""
+    if mode not in ("random", "grid"):
+        raise DataError(f"mode must be 'random' or 'grid' (got {mode!r})")
+    if samples_per_epoch < 1:
+        raise DataError(f"samples_per_epoch must be >= 1 (got {samples_per_epoch})")
+    if not 0.0 <= min_valid <= 1.0:
+        raise DataError(f"min_valid must be in [0, 1] (got {min_valid})")
+
+
+def _noise_range(noise: float | tuple[float, float]) -> tuple[float, float]:
+    """The ``(low, high)`` noise levels of a level or a range, refusing negative or reversed ones."""
+    low_high = (float(noise), float(noise)) if np.isscalar(noise) else tuple(float(v) for v in noise)  # type: ignore[arg-type]
+    if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
+        raise DataError(f"noise must be a level >= 0 or a (low, high) range (got {noise!r})")
+    return low_high  # type: ignore[return-value]
+
+
 class PairDataset(Dataset):
     """Aligned (lq, gt) patch pairs from NIfTI volumes and GeoTIFF rasters, for training and validation.
 
@@ -164,12 +182,7 @@ class PairDataset(Dataset):
         max_cached_bytes: int = DEFAULT_CACHE,
         seed: int = 0,
     ) -> None:
-        if mode not in ("random", "grid"):
-            raise DataError(f"mode must be 'random' or 'grid' (got {mode!r})")
-        if samples_per_epoch < 1:
-            raise DataError(f"samples_per_epoch must be >= 1 (got {samples_per_epoch})")
-        if not 0.0 <= min_valid <= 1.0:
-            raise DataError(f"min_valid must be in [0, 1] (got {min_valid})")
+        _check_sampling(mode, samples_per_epoch, min_valid)
         slice_axis = 2 if slice_axis is None else int(slice_axis)
         if not isinstance(degradation, Degradation):
             degradation = Degradation.from_dict(degradation)
@@ -177,14 +190,7 @@ class PairDataset(Dataset):
         self.normalizer = Normalizer.from_dict(normalizer)
         self.spatial_dims, self.slice_axis = spatial_dims, slice_axis
         self.scale = degradation.scale_for(spatial_dims)
-        self.sources = inspect_sources(
-            paths,
-            spatial_dims=spatial_dims,
-            patch_size=patch_size,
-            scale=self.scale,
-            slice_axis=slice_axis,
-            guides=guides,
-        )
+        self.sources = self._inspect(paths, guides, patch_size)
         self.guide_channels = self.sources[0].guide_channels
         self.patch_size = parse_patch(patch_size, spatial_dims)
         self.mode = mode
@@ -192,36 +198,60 @@ class PairDataset(Dataset):
         self.min_valid = float(min_valid)
         self.max_tries = max(1, int(max_tries))
         self.augment = bool(augment) and mode == "random"
-        low_high = (float(noise), float(noise)) if np.isscalar(noise) else tuple(float(v) for v in noise)  # type: ignore[arg-type]
-        if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
-            raise DataError(f"noise must be a level >= 0 or a (low, high) range (got {noise!r})")
-        self._noise_range = low_high
+        self._noise_range = _noise_range(noise)
         self.noise_kind = noise_kind or METHODS[degradation.method].noise
-        self.policy = policy or statistics_policy([s.meta.format for s in self.sources])
-        if self.policy not in STATISTICS_POLICIES:
-            raise DataError(f"policy must be one of {', '.join(STATISTICS_POLICIES)} (got {policy!r})")
+        self.policy = self._mask_policy(policy)
         self.seed = int(seed)
         self.epoch = 0
-        self.pairs = PairSource(
+        self.pairs = self._pair_source(foreground_threshold, max_cached_bytes)
+        self.stats = self.pairs.stats
+        self.guide_stats = self.pairs.guide_stats
+        self.positions = self._make_positions(grid_stride)
+
+    def _inspect(
+        self, paths: Sequence[Any], guides: Sequence[Any] | None, patch_size: Any
+    ) -> list[SourceInfo]:
+        """The files and their guides, checked against the patch size and the scale (:func:`check_sources`)."""
+        return inspect_sources(
+            paths,
+            spatial_dims=self.spatial_dims,
+            patch_size=patch_size,
+            scale=self.scale,
+            slice_axis=self.slice_axis,
+            guides=guides,
+        )
+
+    def _mask_policy(self, policy: str | None) -> str:
+        """The policy given, else the default for the files' formats; an unknown one is refused."""
+        resolved = policy or statistics_policy([s.meta.format for s in self.sources])
+        if resolved not in STATISTICS_POLICIES:
+            raise DataError(f"policy must be one of {', '.join(STATISTICS_POLICIES)} (got {policy!r})")
+        return resolved
+
+    def _pair_source(self, foreground_threshold: float, max_cached_bytes: int) -> PairSource:
+        """The pair source of the files: reading, caching, windows, degradation and statistics."""
+        return PairSource(
             self.sources,
-            spatial_dims=spatial_dims,
-            slice_axis=slice_axis,
-            degradation=degradation,
+            spatial_dims=self.spatial_dims,
+            slice_axis=self.slice_axis,
+            degradation=self.degradation,
             normalizer=self.normalizer,
             policy=self.policy,
             foreground_threshold=foreground_threshold,
             max_cached_bytes=max_cached_bytes,
         )
-        self.stats = self.pairs.stats
-        self.guide_stats = self.pairs.guide_stats
+
+    def _make_positions(self, grid_stride: Any) -> RandomPositions | GridPositions:
+        """Where to sample: a grid covering every file (grid mode), else random positions."""
         shapes = [s.shape for s in self.sources]
         patches = [s.patch for s in self.sources]
-        if mode == "grid":
+        if self.mode == "grid":
             stride = self._parse_stride(grid_stride)
-            strides = [file_axes(spatial_dims, len(s.shape), slice_axis, stride) for s in self.sources]
-            self.positions: RandomPositions | GridPositions = GridPositions(shapes, patches, strides)
-        else:
-            self.positions = RandomPositions(shapes, patches, [s.scale for s in self.sources])
+            strides = [
+                file_axes(self.spatial_dims, len(s.shape), self.slice_axis, stride) for s in self.sources
+            ]
+            return GridPositions(shapes, patches, strides)
+        return RandomPositions(shapes, patches, [s.scale for s in self.sources])
 
     def _parse_stride(self, grid_stride: Any) -> tuple[int, ...]:
         if grid_stride is None:

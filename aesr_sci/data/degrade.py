@@ -105,6 +105,52 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
         raise RecipeError(f"degradation parameter {name} must be a number {bound} (got {value!r})")
 
 
+def _check_fraction(name: str, value: Any) -> float:
+    """``value`` as a float, refused unless it is a number in ``[0, 1)``."""
+    _check_positive(name, value, allow_zero=True)
+    if value >= 1:
+        raise RecipeError(f"degradation parameter {name} must be in [0, 1) (got {value!r})")
+    return float(value)
+
+
+def _check_sigma(sigma: Any) -> float | list[float]:
+    """A blur width, or one per band, as floats, each refused unless > 0."""
+    if isinstance(sigma, (list, tuple, np.ndarray)):
+        sigmas = [float(v) for v in sigma]
+        for v in sigmas:
+            _check_positive("sigma", v)
+        return sigmas
+    _check_positive("sigma", sigma)
+    return float(sigma)
+
+
+def _checked_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` of ``method`` with their numbers as floats; an unknown name or an invalid value
+    raises a RecipeError that lists the valid ones."""
+    valid = PARAMS[method]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        allowed = ", ".join(valid) if valid else "none"
+        raise RecipeError(
+            f"degradation method {method!r} does not take parameter(s) {', '.join(unknown)}; "
+            f"its parameters are: {allowed}"
+        )
+    if "sigma" in params:
+        params["sigma"] = _check_sigma(params["sigma"])
+    if "fwhm" in params:
+        _check_positive("fwhm", params["fwhm"])
+        params["fwhm"] = float(params["fwhm"])
+    if "gap" in params:
+        params["gap"] = _check_fraction("gap", params["gap"])
+    if params.get("profile", "gaussian") not in SLICE_PROFILES:
+        raise RecipeError(
+            f"unknown slice profile {params['profile']!r}: use one of {', '.join(SLICE_PROFILES)}"
+        )
+    if "sigma_jitter" in params:
+        params["sigma_jitter"] = _check_fraction("sigma_jitter", params["sigma_jitter"])
+    return params
+
+
 @dataclass(frozen=True)
 class Degradation:
     """A degradation model: method, integer downsampling factor per spatial axis, parameters.
@@ -160,45 +206,7 @@ class Degradation:
         if self.method not in METHODS:
             raise RecipeError(f"unknown degradation method {self.method!r}: use one of {', '.join(METHODS)}")
         object.__setattr__(self, "scale", as_int_scale(self.scale, name="degradation scale"))
-        params = dict(self.params or {})
-        valid = PARAMS[self.method]
-        unknown = sorted(set(params) - set(valid))
-        if unknown:
-            allowed = ", ".join(valid) if valid else "none"
-            raise RecipeError(
-                f"degradation method {self.method!r} does not take parameter(s) {', '.join(unknown)}; "
-                f"its parameters are: {allowed}"
-            )
-        if "sigma" in params:
-            sigma = params["sigma"]
-            if isinstance(sigma, (list, tuple, np.ndarray)):
-                sigma = [float(v) for v in sigma]
-                for v in sigma:
-                    _check_positive("sigma", v)
-            else:
-                _check_positive("sigma", sigma)
-                sigma = float(sigma)
-            params["sigma"] = sigma
-        if "fwhm" in params:
-            _check_positive("fwhm", params["fwhm"])
-            params["fwhm"] = float(params["fwhm"])
-        if "gap" in params:
-            gap = params["gap"]
-            _check_positive("gap", gap, allow_zero=True)
-            if gap >= 1:
-                raise RecipeError(f"degradation parameter gap must be in [0, 1) (got {gap!r})")
-            params["gap"] = float(gap)
-        if params.get("profile", "gaussian") not in SLICE_PROFILES:
-            raise RecipeError(
-                f"unknown slice profile {params['profile']!r}: use one of {', '.join(SLICE_PROFILES)}"
-            )
-        if "sigma_jitter" in params:
-            jitter = params["sigma_jitter"]
-            _check_positive("sigma_jitter", jitter, allow_zero=True)
-            if jitter >= 1:
-                raise RecipeError(f"degradation parameter sigma_jitter must be in [0, 1) (got {jitter!r})")
-            params["sigma_jitter"] = float(jitter)
-        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params", _checked_params(self.method, dict(self.params or {})))
 
     # ----------------------------------------------------------------------------- description
     @property
@@ -689,56 +697,85 @@ def degrade(
     >>> lq.spatial_shape, lq.meta.provenance["degradation"]["convention"]
     ((4, 4, 4), 'origin')
     """
+    kw = {"scale": scale, "method": method, "noise": noise, "seed": seed, "noise_kind": noise_kind}
     if not isinstance(image, Image):  # a user's object (see aesr_sci.io.objects): the same kind back
         from ..io import from_image, to_image
 
         img, kind = to_image(image, **{k: params.pop(k) for k in ("affine", "crs") if k in params})
-        kw = {"scale": scale, "method": method, "noise": noise, "seed": seed, "noise_kind": noise_kind}
         return from_image(degrade(img, **kw, **params), kind)
     if image.mask is not None and image.mask.ndim == image.data.ndim:  # per-band nodata: band by band
-        kw = {"scale": scale, "method": method, "noise": noise, "seed": seed, "noise_kind": noise_kind}
-        bands = [
-            degrade(image.replace(data=image.data[b : b + 1], mask=image.mask[b]), **kw, **params)
-            for b in range(image.channels)
-        ]
-        masks = np.stack([np.ones(b.spatial_shape, bool) if b.mask is None else b.mask for b in bands])
-        return bands[0].replace(data=np.concatenate([b.data for b in bands]), mask=masks)
-    dims = image.spatial_dims
-    deg = Degradation(method, per_axis(scale, dims), params)
-    int_scale = deg.scale_for(dims)
-    shape = image.spatial_shape
-    cropped = tuple(n - n % s for n, s in zip(shape, int_scale))
-    if any(c == 0 for c in cropped):
-        raise DataError(f"an image of spatial shape {shape} is smaller than the scale {list(int_scale)}")
-    data, mask = image.data, image.mask
+        return _degrade_by_band(image, kw, params)
+    deg = Degradation(method, per_axis(scale, image.spatial_dims), params)
+    int_scale = deg.scale_for(image.spatial_dims)
+    cropped = _cropped_shape(image.spatial_shape, int_scale)
     rng = np.random.default_rng(seed)
     if "sigma_jitter" in deg.params:
         deg = deg.randomized(rng)  # record the blur actually applied
     provenance: dict[str, Any] = deg.to_dict() | {"convention": deg.convention}
-    if cropped != shape:
-        logger.info("cropping %s to %s, a multiple of the scale %s", shape, cropped, list(int_scale))
-        region = (slice(None), *(slice(0, c) for c in cropped))
-        data = data[region]
-        mask = mask[region[1:]] if mask is not None else None
-        provenance["crop"] = {"from_shape": list(shape), "to_shape": list(cropped)}
+    data, mask = _crop(image, cropped, int_scale, provenance)
     x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
     with torch.no_grad():
-        if mask is not None and not mask.all():
-            y, lq_valid = deg.apply_masked(x, torch.from_numpy(np.ascontiguousarray(mask))[None])
-            lq_mask = lq_valid[0, 0].numpy()
-        else:
-            y = deg.apply(x)
-            lq_mask = None if mask is None else np.ones(y.shape[2:], dtype=bool)
+        y, lq_mask = _apply_operator(deg, x, mask)
         if noise:
             kind = noise_kind or METHODS[method].noise
             rr = torch.from_numpy(_robust_range(np.asarray(data, dtype=np.float32), mask)).float()[None]
             gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
             y = add_noise(y, level=noise, kind=kind, generator=gen, robust_range=rr)
             provenance["noise"] = {"level": float(noise), "kind": kind, "seed": seed}
-    out = y[0].numpy().astype(np.float32, copy=False)
-    if lq_mask is not None and not lq_mask.all():
-        fill = image.meta.nodata if image.meta.nodata is not None else 0.0
-        out = np.where(lq_mask[np.newaxis], out, np.float32(fill)).astype(np.float32)
+    out = _fill_invalid(y[0].numpy().astype(np.float32, copy=False), lq_mask, image.meta.nodata)
     meta = image.meta.zoom([1.0 / s for s in int_scale], convention=deg.convention)
     meta = meta.with_provenance(degradation=provenance)
     return Image(out, meta, lq_mask)
+
+
+def _degrade_by_band(image: Image, kw: dict[str, Any], params: dict[str, Any]) -> Image:
+    """:func:`degrade` of an image with per-band nodata: each band with its own mask, then restacked."""
+    bands = [
+        degrade(image.replace(data=image.data[b : b + 1], mask=image.mask[b]), **kw, **params)
+        for b in range(image.channels)
+    ]
+    masks = np.stack([np.ones(b.spatial_shape, bool) if b.mask is None else b.mask for b in bands])
+    return bands[0].replace(data=np.concatenate([b.data for b in bands]), mask=masks)
+
+
+def _cropped_shape(shape: tuple[int, ...], int_scale: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` cut down to a multiple of the scale along each axis; an image smaller than the
+    scale is refused."""
+    cropped = tuple(n - n % s for n, s in zip(shape, int_scale))
+    if any(c == 0 for c in cropped):
+        raise DataError(f"an image of spatial shape {shape} is smaller than the scale {list(int_scale)}")
+    return cropped
+
+
+def _crop(
+    image: Image, cropped: tuple[int, ...], int_scale: tuple[int, ...], provenance: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image's data and mask cut at the far end of each axis to ``cropped``, the crop logged and
+    recorded in ``provenance``."""
+    data, mask, shape = image.data, image.mask, image.spatial_shape
+    if cropped != shape:
+        logger.info("cropping %s to %s, a multiple of the scale %s", shape, cropped, list(int_scale))
+        region = (slice(None), *(slice(0, c) for c in cropped))
+        data = data[region]
+        mask = mask[region[1:]] if mask is not None else None
+        provenance["crop"] = {"from_shape": list(shape), "to_shape": list(cropped)}
+    return data, mask
+
+
+def _apply_operator(
+    deg: Degradation, x: torch.Tensor, mask: np.ndarray | None
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The degradation of a batch of one and the low-resolution validity (None without a mask)."""
+    if mask is not None and not mask.all():
+        y, lq_valid = deg.apply_masked(x, torch.from_numpy(np.ascontiguousarray(mask))[None])
+        return y, lq_valid[0, 0].numpy()
+    y = deg.apply(x)
+    return y, None if mask is None else np.ones(y.shape[2:], dtype=bool)
+
+
+def _fill_invalid(out: np.ndarray, lq_mask: np.ndarray | None, nodata: float | None) -> np.ndarray:
+    """``out`` with its invalid pixels set to ``nodata`` (0 when unset)."""
+    if lq_mask is not None and not lq_mask.all():
+        fill = nodata if nodata is not None else 0.0
+        out = np.where(lq_mask[np.newaxis], out, np.float32(fill)).astype(np.float32)
+    return out

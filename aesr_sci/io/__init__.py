@@ -254,51 +254,63 @@ def format_info(result: dict[str, Any]) -> str:
     lines = [f"{result['path']}", f"  format:      {result['format']}"]
     lines.append(f"  shape:       {' x '.join(map(str, result['shape']))} (C, *spatial)")
     lines.append(f"  dtype:       {result['dtype']}")
-    if result["format"] == "nifti":
-        space = result["units"][0] or "unknown units"
-        lines.append(f"  voxel size:  {_fmt(result['voxel_size'])} ({space})")
-        lines.append(
-            f"  orientation: {result['orientation']} (qform_code {result['qform_code']}, "
-            f"sform_code {result['sform_code']})"
-        )
-        lo, hi = result["bounds"]["min"], result["bounds"]["max"]
-        lines.append(f"  bounds:      min ({_fmt(lo, 6)})  max ({_fmt(hi, 6)})")
-        if result["scl_slope"] is not None:
-            lines.append(f"  scaling:     slope {result['scl_slope']:g}, inter {result['scl_inter']:g}")
-        if result["description"]:
-            lines.append(f"  description: {result['description']}")
-    else:
-        crs = result["crs"]
-        if crs is None:
-            lines.append("  crs:         none (not georeferenced)")
-        else:
-            epsg = f"EPSG:{crs['epsg']}" if crs["epsg"] else "no EPSG code"
-            lines.append(f"  crs:         {epsg} ({crs['name']})")
-        lines.append(f"  pixel size:  {_fmt(result['pixel_size'], 8)}")
-        b = result["bounds"]
-        lines.append(
-            f"  bounds:      left {b['left']:.3f} bottom {b['bottom']:.3f} right {b['right']:.3f} top {b['top']:.3f}"
-        )
-        for name, (x, y) in result["corners"].items():
-            lines.append(f"    {name.replace('_', ' '):<12} ({x:.3f}, {y:.3f})")
-        lines.append(
-            f"  nodata:      {result['nodata']}" + (f" (mask: {result['mask']})" if result["mask"] else "")
-        )
-        lines.append(
-            f"  compress:    {result['compress']}, blocks {result['block_size']}, overviews {result['overviews']}"
-        )
-        for i, name in enumerate(result["band_names"]):
-            extras = [result["colorinterp"][i]]
-            if result["scales"][i] != 1 or result["offsets"][i] != 0:
-                extras.append(f"scale {result['scales'][i]:g} offset {result['offsets'][i]:g}")
-            if result["units"][i]:
-                extras.append(result["units"][i])
-            rng = result["value_range"][i]
-            extras.append("no valid pixels" if rng is None else f"range {rng[0]:g}..{rng[1]:g}")
-            lines.append(f"  band {i + 1}:      {name or '(unnamed)'} [{', '.join(extras)}]")
-    if result["format"] == "nifti":
-        lines.append(f"  value range: {result['value_range'][0]:g} .. {result['value_range'][1]:g}")
+    lines += _nifti_lines(result) if result["format"] == "nifti" else _geotiff_lines(result)
     lines.append(f"  non-finite:  {result['nonfinite']}")
     if result.get("provenance"):
         lines.append("  provenance:  " + ", ".join(f"{k}={v}" for k, v in result["provenance"].items()))
     return "\n".join(lines)
+
+
+def _nifti_lines(result: dict[str, Any]) -> list[str]:
+    """The NIfTI part of :func:`format_info`: voxel size, orientation, bounds, scaling, value range."""
+    space = result["units"][0] or "unknown units"
+    lines = [f"  voxel size:  {_fmt(result['voxel_size'])} ({space})"]
+    lines.append(
+        f"  orientation: {result['orientation']} (qform_code {result['qform_code']}, "
+        f"sform_code {result['sform_code']})"
+    )
+    lo, hi = result["bounds"]["min"], result["bounds"]["max"]
+    lines.append(f"  bounds:      min ({_fmt(lo, 6)})  max ({_fmt(hi, 6)})")
+    if result["scl_slope"] is not None:
+        lines.append(f"  scaling:     slope {result['scl_slope']:g}, inter {result['scl_inter']:g}")
+    if result["description"]:
+        lines.append(f"  description: {result['description']}")
+    lines.append(f"  value range: {result['value_range'][0]:g} .. {result['value_range'][1]:g}")
+    return lines
+
+
+def _geotiff_lines(result: dict[str, Any]) -> list[str]:
+    """The GeoTIFF part of :func:`format_info`: CRS, pixel size, bounds and corners, nodata, storage,
+    then one line per band."""
+    crs = result["crs"]
+    if crs is None:
+        lines = ["  crs:         none (not georeferenced)"]
+    else:
+        epsg = f"EPSG:{crs['epsg']}" if crs["epsg"] else "no EPSG code"
+        lines = [f"  crs:         {epsg} ({crs['name']})"]
+    lines.append(f"  pixel size:  {_fmt(result['pixel_size'], 8)}")
+    b = result["bounds"]
+    lines.append(
+        f"  bounds:      left {b['left']:.3f} bottom {b['bottom']:.3f} right {b['right']:.3f} top {b['top']:.3f}"
+    )
+    for name, (x, y) in result["corners"].items():
+        lines.append(f"    {name.replace('_', ' '):<12} ({x:.3f}, {y:.3f})")
+    lines.append(
+        f"  nodata:      {result['nodata']}" + (f" (mask: {result['mask']})" if result["mask"] else "")
+    )
+    lines.append(
+        f"  compress:    {result['compress']}, blocks {result['block_size']}, overviews {result['overviews']}"
+    )
+    return lines + [_band_line(result, i, name) for i, name in enumerate(result["band_names"])]
+
+
+def _band_line(result: dict[str, Any], i: int, name: str) -> str:
+    """One band of a GeoTIFF's :func:`info`: name, colour interpretation, scaling, units, range."""
+    extras = [result["colorinterp"][i]]
+    if result["scales"][i] != 1 or result["offsets"][i] != 0:
+        extras.append(f"scale {result['scales'][i]:g} offset {result['offsets'][i]:g}")
+    if result["units"][i]:
+        extras.append(result["units"][i])
+    rng = result["value_range"][i]
+    extras.append("no valid pixels" if rng is None else f"range {rng[0]:g}..{rng[1]:g}")
+    return f"  band {i + 1}:      {name or '(unnamed)'} [{', '.join(extras)}]"

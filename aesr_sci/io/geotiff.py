@@ -279,47 +279,18 @@ def _meta(
     indexes: Sequence[int] | None = None,
     nodata: float | None = None,
 ) -> SpatialMeta:
-    from rasterio.enums import ColorInterp, MaskFlags
+    """The metadata of an open raster, or of its ``window``, for the bands ``indexes`` (1-based;
+    None: all) with ``nodata`` overriding the file's."""
     from rasterio.windows import Window
 
     transform = src.window_transform(Window.from_slices(*window)) if window else src.transform
-    if src.crs is None:
-        crs = None
-        if warn:
-            warnings.warn(
-                f"{path} has no coordinate reference system: outputs will not be georeferenced either",
-                NoCRSWarning,
-                stacklevel=4,
-            )
-    else:
-        crs = src.crs.to_wkt()
+    crs = _crs_wkt(path, src, warn)
     tags = dict(src.tags())
     provenance = parse_provenance(tags.pop(PROVENANCE_KEY, None))
-    colormap = None
-    if src.count >= 1 and src.colorinterp[0] == ColorInterp.palette:
-        with contextlib.suppress(ValueError):
-            colormap = {int(k): tuple(int(c) for c in v) for k, v in src.colormap(1).items()}
-    extra = {
-        "transform": tuple(float(v) for v in tuple(transform)[:6]),
-        "profile": _json_profile(src),
-        "source_shape": (src.count, src.height, src.width),
-        "colorinterp": [ci.name for ci in src.colorinterp],
-        "scales": [float(v) for v in src.scales],
-        "offsets": [float(v) for v in src.offsets],
-        "units": [u or "" for u in src.units],
-        "tags": tags,
-        "band_tags": [dict(src.tags(i)) for i in range(1, src.count + 1)],
-        "colormap": colormap,
-        "per_dataset_mask": any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums),
-        "source_path": str(path),
-    }
+    extra = _extra(path, src, transform, tags)
     names = tuple(d or "" for d in src.descriptions)
     if indexes is not None:  # the chosen bands, in the chosen order, with their own band metadata
-        for key in ("colorinterp", "scales", "offsets", "units", "band_tags"):
-            extra[key] = [extra[key][i - 1] for i in indexes]
-        names = tuple(names[i - 1] for i in indexes)
-        if list(indexes) != [1]:
-            extra["colormap"] = None
+        names = _chosen_bands(extra, names, indexes)
     if nodata is None and src.nodata is not None:
         nodata = float(src.nodata)
     return SpatialMeta(
@@ -332,6 +303,59 @@ def _meta(
         extra=extra,
         provenance=provenance,
     )
+
+
+def _crs_wkt(path: Path, src: Any, warn: bool) -> str | None:
+    """The raster's CRS as WKT, or None with a :class:`NoCRSWarning` (when ``warn``)."""
+    if src.crs is not None:
+        return src.crs.to_wkt()
+    if warn:
+        warnings.warn(
+            f"{path} has no coordinate reference system: outputs will not be georeferenced either",
+            NoCRSWarning,
+            stacklevel=5,
+        )
+    return None
+
+
+def _colormap(src: Any) -> dict[int, tuple[int, ...]] | None:
+    """The first band's colour map when it is a palette band (an unreadable one is None)."""
+    from rasterio.enums import ColorInterp
+
+    if src.count >= 1 and src.colorinterp[0] == ColorInterp.palette:
+        with contextlib.suppress(ValueError):
+            return {int(k): tuple(int(c) for c in v) for k, v in src.colormap(1).items()}
+    return None
+
+
+def _extra(path: Path, src: Any, transform: Any, tags: dict[str, str]) -> dict[str, Any]:
+    """What the writer restores (``SpatialMeta.extra``): profile, band metadata, tags, colour map."""
+    from rasterio.enums import MaskFlags
+
+    return {
+        "transform": tuple(float(v) for v in tuple(transform)[:6]),
+        "profile": _json_profile(src),
+        "source_shape": (src.count, src.height, src.width),
+        "colorinterp": [ci.name for ci in src.colorinterp],
+        "scales": [float(v) for v in src.scales],
+        "offsets": [float(v) for v in src.offsets],
+        "units": [u or "" for u in src.units],
+        "tags": tags,
+        "band_tags": [dict(src.tags(i)) for i in range(1, src.count + 1)],
+        "colormap": _colormap(src),
+        "per_dataset_mask": any(MaskFlags.per_dataset in flags for flags in src.mask_flag_enums),
+        "source_path": str(path),
+    }
+
+
+def _chosen_bands(extra: dict[str, Any], names: tuple[str, ...], indexes: Sequence[int]) -> tuple[str, ...]:
+    """Keep in ``extra`` the band metadata of the bands ``indexes`` (1-based), in their order (the
+    colour map only for band 1 alone); their names."""
+    for key in ("colorinterp", "scales", "offsets", "units", "band_tags"):
+        extra[key] = [extra[key][i - 1] for i in indexes]
+    if list(indexes) != [1]:
+        extra["colormap"] = None
+    return tuple(names[i - 1] for i in indexes)
 
 
 def read_geotiff_meta(
@@ -510,6 +534,33 @@ def _current_tags(tags: Any) -> dict[str, str]:
     return {k: v for k, v in dict(tags or {}).items() if not str(k).upper().startswith(_STALE_TAGS)}
 
 
+def _creation_profile(
+    meta: SpatialMeta, shape: tuple[int, ...], dtype: np.dtype, nodata: float | None, compress: str
+) -> dict[str, Any]:
+    """The rasterio creation profile of a tiled GeoTIFF of ``(bands, rows, cols)`` ``shape``."""
+    count, height, width = shape
+    block = _block_size(height, width)
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype.name,
+        "crs": meta.crs,
+        "transform": _transform_for(meta),
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+        "BIGTIFF": "IF_SAFER",
+        "interleave": "pixel" if count > 1 else "band",
+    }
+    if compress != "none":
+        profile["compress"] = compress
+        profile["predictor"] = 3 if np.issubdtype(dtype, np.floating) else 2
+    return profile
+
+
 class GeoTiffWriter:
     """Write a GeoTIFF block by block; the file appears under its name only when complete.
 
@@ -553,26 +604,7 @@ class GeoTiffWriter:
         self.compress = compress
         self.cog = cog
         self.nodata = _nodata_for(meta.nodata, self.dtype)
-        count, height, width = self.shape
-        block = _block_size(height, width)
-        self.profile: dict[str, Any] = {
-            "driver": "GTiff",
-            "width": width,
-            "height": height,
-            "count": count,
-            "dtype": self.dtype.name,
-            "crs": meta.crs,
-            "transform": _transform_for(meta),
-            "nodata": self.nodata,
-            "tiled": True,
-            "blockxsize": block,
-            "blockysize": block,
-            "BIGTIFF": "IF_SAFER",
-            "interleave": "pixel" if count > 1 else "band",
-        }
-        if compress != "none":
-            self.profile["compress"] = compress
-            self.profile["predictor"] = 3 if np.issubdtype(self.dtype, np.floating) else 2
+        self.profile: dict[str, Any] = _creation_profile(meta, self.shape, self.dtype, self.nodata, compress)
         self._stack: contextlib.ExitStack | None = None
         self._dst: Any = None
         self._gtiff: Path | None = None
@@ -831,38 +863,50 @@ def _apply(t: Any, col: float, row: float) -> tuple[float, float]:
     return (t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f)
 
 
+def _corners(t: Any, width: int, height: int) -> dict[str, tuple[float, float]]:
+    """World ``(x, y)`` of the four corners and the centre of a ``height`` x ``width`` raster."""
+    return {
+        "upper_left": _apply(t, 0, 0),
+        "lower_left": _apply(t, 0, height),
+        "upper_right": _apply(t, width, 0),
+        "lower_right": _apply(t, width, height),
+        "center": _apply(t, width / 2, height / 2),
+    }
+
+
+def _value_ranges(src: Any, has_mask: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per band, the lowest and highest finite valid value (inf and -inf for none), and the count of
+    non-finite valid values of a floating-point raster, read block by block."""
+    nonfinite = 0
+    lo = np.full(src.count, np.inf)
+    hi = np.full(src.count, -np.inf)
+    floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+    for _, win in src.block_windows(1):
+        data = src.read(window=win).astype(np.float64)
+        valid = np.broadcast_to(_read_mask(src, win), data.shape) if has_mask else True
+        finite = np.isfinite(data) & valid
+        if floating:
+            nonfinite += int(np.count_nonzero(~np.isfinite(data) & valid))
+        for b in range(src.count):
+            vals = data[b][finite[b]]
+            if vals.size:
+                lo[b], hi[b] = min(lo[b], vals.min()), max(hi[b], vals.max())
+    return lo, hi, nonfinite
+
+
 def geotiff_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A JSON-serialisable summary of a GeoTIFF (see :func:`aesr_sci.io.info`)."""
     path = _local(path)
     with _open(path) as src:
         meta = _meta(path, src, None, warn=False)
         t = src.transform
-        corners = {
-            "upper_left": _apply(t, 0, 0),
-            "lower_left": _apply(t, 0, src.height),
-            "upper_right": _apply(t, src.width, 0),
-            "lower_right": _apply(t, src.width, src.height),
-            "center": _apply(t, src.width / 2, src.height / 2),
-        }
+        corners = _corners(t, src.width, src.height)
         crs = None
         if src.crs is not None:
             epsg = src.crs.to_epsg()
             crs = {"epsg": epsg, "name": _crs_name(meta.crs or ""), "wkt": meta.crs}
-        nonfinite = 0
-        lo = np.full(src.count, np.inf)
-        hi = np.full(src.count, -np.inf)
-        floating = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
         has_mask = _has_mask(src)
-        for _, win in src.block_windows(1):
-            data = src.read(window=win).astype(np.float64)
-            valid = np.broadcast_to(_read_mask(src, win), data.shape) if has_mask else True
-            finite = np.isfinite(data) & valid
-            if floating:
-                nonfinite += int(np.count_nonzero(~np.isfinite(data) & valid))
-            for b in range(src.count):
-                vals = data[b][finite[b]]
-                if vals.size:
-                    lo[b], hi[b] = min(lo[b], vals.min()), max(hi[b], vals.max())
+        lo, hi, nonfinite = _value_ranges(src, has_mask)
         extra = meta.extra
         return {
             "path": str(path),
