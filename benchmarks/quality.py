@@ -59,13 +59,14 @@ SPLITS = {
         ["sat/landsat8_224077/*_B4.TIF"],
         ["sat/small/L7_ETMs.tif"],
     ),
-    "sentinel2_guided_x2": ([f"{S2_ALIGNED}_20m.tif"], S2_VAL, S2_VAL),
+    # model selection on T33UUU (lossy, but only to pick the checkpoint), scored on T49JGM only
+    "sentinel2_guided_x2": ([f"{S2_ALIGNED}_20m.tif"], [f"{S2_LOSSY}_20m.tif"], S2_VAL),
     "sentinel2_guided_x6": ([f"{S2_ALIGNED}_60m.tif"], [f"{S2_LOSSY}_60m.tif"], [f"{S2_LOSSY}_60m.tif"]),
 }
 GUIDES = {  # per split, one guide pattern (or list of patterns, finest first) per target pattern
     "sentinel2_guided_x2": (
         [f"{S2_ALIGNED}_10m.tif"],
-        ["sat/sentinel2_T49JGM/*_10m.tif"],
+        [f"{S2_LOSSY}_10m.tif"],
         ["sat/sentinel2_T49JGM/*_10m.tif"],
     ),
     "sentinel2_guided_x6": tuple(
