@@ -11,7 +11,8 @@ measures quality on volumes with one). For each scan the script:
   difference, in mm, is the table's "grid error");
 * draws one PNG cut across the thick axis (the cut of :func:`aesr_sci.evaluation.choose_view`, with
   its orientation letters): the input on the output grid by nearest neighbour (its staircase),
-  cubic B-spline interpolation, and ``selfsr``, same crop and window.
+  cubic B-spline interpolation, and ``selfsr``, same crop and window; the cut and the crop follow
+  the scan's foreground, or its brain mask when one lies beside it (``*_desc-brain_mask.nii.gz``).
 
 Usage::
 
@@ -95,8 +96,23 @@ def _crop(mask: np.ndarray, margin: float = 0.05) -> tuple[slice, slice]:
     return box[0], box[1]
 
 
-def draw(target: Path, img: Any, out: Any, geometry: Any, titles: tuple[str, str, str], heading: str) -> Path:
-    """Three panels cut across the thick axis: input (nearest), cubic B-spline, ``selfsr``."""
+def brain_mask(path: Path) -> Path | None:
+    """A brain mask beside the scan (BIDS ``*_desc-brain_mask.nii.gz``, as the fetal stacks have)."""
+    mask = path.with_name(path.name.replace(".nii", "_desc-brain_mask.nii"))
+    return mask if mask.is_file() else None
+
+
+def draw(
+    target: Path,
+    img: Any,
+    out: Any,
+    geometry: Any,
+    titles: tuple[str, str, str],
+    heading: str,
+    mask: np.ndarray | None = None,
+) -> Path:
+    """Three panels cut across the thick axis: input (nearest), cubic B-spline, ``selfsr``; cut and
+    cropped where ``mask`` (on the input's grid; default the foreground) is largest."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -107,12 +123,19 @@ def draw(target: Path, img: Any, out: Any, geometry: Any, titles: tuple[str, str
     data = np.asarray(img.data[:1], np.float32)
     volumes = [upsample(data, geometry.zoom, convention="fov", method=m) for m in ("nearest", "cubic")]
     volumes.append(np.asarray(out.data[:1], np.float32))
-    mask = foreground(out.replace(data=volumes[0], mask=None))
+    if mask is None:
+        mask = foreground(out.replace(data=volumes[0], mask=None))
+    else:
+        mask = (
+            upsample(np.asarray(mask, np.float32)[None], geometry.zoom, convention="fov", method="nearest")[0]
+            > 0
+        )
     view = choose_view(out.meta, mask, geometry.zoom)
     rows, cols = _crop(view.picture(mask[None]))
     pictures = [view.picture(v)[rows, cols] for v in volumes]
     vmin, vmax = np.percentile(pictures[0], [0.5, 99.5])
-    fig = Figure(figsize=(15, 5.5), layout="constrained")
+    height = float(np.clip(4.6 * pictures[0].shape[0] * view.aspect / pictures[0].shape[1], 2.0, 8.0))
+    fig = Figure(figsize=(15, height + 0.9), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, picture, title in zip(fig.subplots(1, 3).flat, pictures, titles):
         ax.imshow(picture, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest", aspect=view.aspect)
@@ -157,9 +180,12 @@ def run(path: Path, minutes: float, figures: Path, outputs: Path) -> str:
     titles = (
         f"input, nearest neighbour ({geometry.spacing[geometry.axis]:.3g} mm slices)",
         f"cubic B-spline ({thin:.3g} mm)",
-        f"selfsr ({thin:.3g} mm; {taken:.1f} min, {steps} steps)",
+        f"selfsr ({thin:.3g} mm; {taken:.1f} min, {steps} training steps)",
     )
-    draw(figures / f"selfsr_{name}.png", img, out, geometry, titles, f"{path.name}: {spacing} mm")
+    brain = brain_mask(path)
+    heading = f"{path.name}: {spacing} mm" + (f", cut and cropped in {brain.name}" if brain else "")
+    mask = None if brain is None else np.asarray(nib.load(brain).dataobj) > 0
+    draw(figures / f"selfsr_{name}.png", img, out, geometry, titles, heading, mask)
     cells = [
         f"{path.parent.name}/{path.name}",
         f"{spacing} mm",
