@@ -109,6 +109,20 @@ def test_the_losses_are_those_of_nets_gan(monkeypatch: pytest.MonkeyPatch, kind:
     assert losses["loss"] > 0.1 * losses["adversarial"]  # the content loss plus the weighted adversarial one
 
 
+@pytest.mark.parametrize("kind", ["bce", "relativistic"])
+def test_the_discriminator_judges_both_batches_in_one_pass(kind: str) -> None:
+    """bce: two passes a step (the fakes, then real and fakes stacked); relativistic adds the reals."""
+    step = _gan(kind)
+    sizes: list[tuple[int, bool]] = []
+    step.discriminator.register_forward_hook(
+        lambda m, i, o: sizes.append((i[0].shape[0], torch.is_grad_enabled()))
+    )
+    step.schedule(9, 10)
+    step(_batch())  # a batch of 2
+    real = [(2, False)] if kind == "relativistic" else []
+    assert sizes == [(2, True), *real, (4, True)]
+
+
 def test_float16_scales_both_losses_and_the_scales_survive_a_checkpoint(tmp_path: Path) -> None:
     step = _gan(precision=Precision(True, torch.float16))
     assert step.scaler.is_enabled() and step.disc_scaler.is_enabled()

@@ -22,9 +22,18 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from ..errors import ModelError
 from .blocks import SRNetwork, check_positive
 
-__all__ = ["ADVERSARIAL_KINDS", "AdversarialLosses", "GANModel", "PatchDiscriminator", "adversarial_losses"]
+__all__ = [
+    "ADVERSARIAL_KINDS",
+    "GENERATOR_READS_REAL",
+    "AdversarialLosses",
+    "GANModel",
+    "PatchDiscriminator",
+    "adversarial_losses",
+]
 
 ADVERSARIAL_KINDS: tuple[str, ...] = ("relativistic", "bce")
+# the kinds whose generator loss compares with the real logits (bce's judges the fakes alone)
+GENERATOR_READS_REAL: frozenset[str] = frozenset({"relativistic"})
 
 
 class PatchDiscriminator(nn.Module):
