@@ -378,3 +378,31 @@ def test_noise_only_in_random_mode_and_reproducible():
     expected = 0.1 * np.percentile(img.data, 99)
     assert (b["lq"] - a["lq"]).std().item() == pytest.approx(expected, rel=0.15)
     torch.testing.assert_close(noisy[1]["lq"], b["lq"], rtol=0, atol=0)
+
+
+def test_items_are_made_on_one_torch_thread(monkeypatch):
+    """An item's small tensors are degraded on one thread (on a busy machine each small operation
+    otherwise waits for torch's other threads), and the caller's thread count comes back after."""
+    img = Image(
+        np.random.default_rng(0).uniform(1, 100, (6, 64, 64)).astype(np.float32), SpatialMeta(np.eye(3))
+    )
+    deg = Degradation("gaussian", (2, 2), {"sigma_jitter": 0.15})  # degraded per item, as sentinel2_x2
+    ds = PairDataset(
+        [img], spatial_dims=2, patch_size=32, degradation=deg, samples_per_epoch=4, min_valid=0.0
+    )
+    seen = []
+    apply = Degradation.apply
+
+    def counting(self, x):
+        seen.append(torch.get_num_threads())
+        return apply(self, x)
+
+    monkeypatch.setattr(Degradation, "apply", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ds[0]
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

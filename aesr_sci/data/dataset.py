@@ -31,7 +31,8 @@ normalisation). Items are dicts keyed by role (``lq``, ``gt``, ``mask``, ``locat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,27 @@ def _noise_range(noise: float | tuple[float, float]) -> tuple[float, float]:
     if len(low_high) != 2 or not 0 <= low_high[0] <= low_high[1]:
         raise DataError(f"noise must be a level >= 0 or a (low, high) range (got {noise!r})")
     return low_high  # type: ignore[return-value]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread while an item is assembled, the caller's thread count restored after.
+
+    An item's tensors are small (a patch and its margin), so each operation costs less than waking
+    torch's other threads; with ``num_workers=0`` the items are made in the training process, whose
+    threads are all on, and on a busy machine each small operation then waits for a descheduled
+    thread (sentinel2_x2's blur jitter degrades every window: 18 times the CPU per item on two
+    loaded cores). DataLoader workers already run on one thread.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class PairDataset(Dataset):
@@ -306,6 +328,11 @@ class PairDataset(Dataset):
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        with _one_thread():
+            return self._item(index)
+
+    def _item(self, index: int) -> dict[str, torch.Tensor]:
+        """Item ``index`` of the current epoch: its position, degradation, augmentation and noise."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.mode == "grid":
             position, deg = self.positions[index], self.degradation  # type: ignore[index]
