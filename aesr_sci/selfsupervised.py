@@ -326,7 +326,11 @@ def _zero_shot(
 def _inference_seconds(
     loaded: LoadedModel, img: Image, geometry: SliceGeometry, device: torch.device, precision: str
 ) -> float:
-    """The final inference's time, extrapolated from one timed pass of the (untrained) network over a sample."""
+    """The final inference's time, extrapolated from one timed pass of the (untrained) network over a sample.
+
+    A first pass on one plane goes untimed: the first call builds the kernels (bfloat16 ones take
+    seconds), and timing it overstated the final inference up to tenfold, leaving no time to train.
+    """
     net = loaded.network.to(device).eval()
     shape = img.spatial_shape
     if geometry.axis is not None:  # planes (thick axis, in-plane axis), both orientations
@@ -338,6 +342,7 @@ def _inference_seconds(
         crop = tuple(min(n, 64 if len(shape) == 2 else 24) for n in shape)
         sample = torch.zeros(1, img.channels, *crop)
         factor = math.prod(shape) / math.prod(crop)
+    predict(net, sample[:1], device=device, precision=precision)  # warm-up: kernels made on first call
     t0 = time.perf_counter()
     predict(net, sample, device=device, precision=precision)
     seconds = (time.perf_counter() - t0) * factor
