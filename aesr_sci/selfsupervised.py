@@ -329,7 +329,7 @@ def _inference_seconds(
     """The final inference's time, extrapolated from one timed pass of the (untrained) network over a sample.
 
     A first pass on one plane goes untimed: the first call builds the kernels (bfloat16 ones take
-    seconds), and timing it overstated the final inference up to tenfold, leaving no time to train.
+    seconds), and timing it overstated the final inference, leaving little time to train.
     """
     net = loaded.network.to(device).eval()
     shape = img.spatial_shape
