@@ -454,12 +454,7 @@ def upscale(
     """
     from .infer import upscale_files
 
-    if len(paths) < 2:
-        raise click.UsageError("give at least one INPUT and an OUTPUT")
-    if guides and (len(paths) > 2 or os.path.isdir(paths[0])):
-        raise click.UsageError("--guide goes with one INPUT file: upscale each file with its own guide")
-    if overwrite and skip_existing:
-        raise click.UsageError("--overwrite and --skip-existing exclude each other: give one")
+    _check_upscale_paths(paths, guides=guides, overwrite=overwrite, skip_existing=skip_existing)
     if adapt is not None:
         model = _adapted(
             model, paths, adapt, overwrite=overwrite, device=device, precision=precision, ctx=ctx
@@ -487,6 +482,18 @@ def upscale(
     )
     for path in written:
         click.echo(str(path))
+
+
+def _check_upscale_paths(
+    paths: tuple[str, ...], *, guides: tuple[str, ...], overwrite: bool, skip_existing: bool
+) -> None:
+    """``upscale``'s checks of its paths and flags together, before any file is read."""
+    if len(paths) < 2:
+        raise click.UsageError("give at least one INPUT and an OUTPUT")
+    if guides and (len(paths) > 2 or os.path.isdir(paths[0])):
+        raise click.UsageError("--guide goes with one INPUT file: upscale each file with its own guide")
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite and --skip-existing exclude each other: give one")
 
 
 # ---------------------------------------------------------------------------------- sentinel2

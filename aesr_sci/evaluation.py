@@ -15,9 +15,10 @@ RMSE (physical units, overall and per band) and the spectral angle (SAM).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -385,51 +386,21 @@ def evaluate(
     from .data.normalize import Normalizer
     from .fileutil import check_output
 
-    if not paths:
-        raise ParameterError("give at least one high-resolution file to evaluate on")
-    from .pansharpen import METHODS as PANSHARPENING
-
-    choices = (*BASELINES, *PANSHARPENING)
-    unknown = [b for b in baselines or () if b not in choices]
-    if unknown:
-        raise ParameterError(f"unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(choices)}")
+    _check_request(paths, baselines)
     if json_path is not None:
         check_output(json_path, overwrite=overwrite)
     fig_dir, fig_targets = _figure_targets(paths, figures, overwrite)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device="cpu")
     guides = _check_guides(loaded, paths, guides)
-    names = (
-        list(baselines)
-        if baselines
-        else list(GUIDED_BASELINES)
-        if loaded.guide_channels
-        else [b for b in BASELINES if b != "fourier" or loaded.convention == "origin"]
-    )
+    names = _baseline_names(loaded, baselines)
     normalizer = Normalizer.from_dict(loaded.normalization)
     run = {"device": device, "patch_size": patch_size, "progress": progress}
     select = {"bands": bands, "nodata": nodata}
     files: list[dict[str, Any]] = []
-    made_dir = fig_dir is not None and not fig_dir.exists()
-    # figures being replaced are set aside, to be put back if a later file fails
-    aside = {t: t.with_name(f".{t.name}.previous") for t in fig_targets if t.exists()}
-    for target, backup in aside.items():
-        os.replace(target, backup)
-    try:
-        if fig_dir is not None:
-            fig_dir.mkdir(parents=True, exist_ok=True)
+    with _figures_all_or_none(fig_dir, fig_targets):
         for path, guide, target in zip(paths, guides, fig_targets or [None] * len(paths)):
             case = _case(path, guide, loaded, normalizer, select)
             files.append(_evaluate_file(case, loaded, names, run, target, overwrite))
-    except BaseException:  # leave no partial output: the figures this call created go, old ones return
-        for target in fig_targets:
-            target.unlink(missing_ok=True)
-        for target, backup in aside.items():
-            os.replace(backup, target)
-        if made_dir and fig_dir is not None and fig_dir.is_dir() and not any(fig_dir.iterdir()):
-            fig_dir.rmdir()
-        raise
-    for backup in aside.values():
-        backup.unlink(missing_ok=True)
     report = {
         "model": str(loaded.path),
         "scale": list(loaded.scale),
@@ -441,6 +412,52 @@ def evaluate(
     if json_path is not None:
         write_json(json_path, report, overwrite=overwrite)
     return report
+
+
+def _check_request(paths: Sequence[Any], baselines: Sequence[str] | None) -> None:
+    """Refuse, before any work, an evaluation of no files or with an unknown baseline."""
+    if not paths:
+        raise ParameterError("give at least one high-resolution file to evaluate on")
+    from .pansharpen import METHODS as PANSHARPENING
+
+    choices = (*BASELINES, *PANSHARPENING)
+    unknown = [b for b in baselines or () if b not in choices]
+    if unknown:
+        raise ParameterError(f"unknown baseline(s) {', '.join(unknown)}: choose from {', '.join(choices)}")
+
+
+def _baseline_names(loaded: Any, baselines: Sequence[str] | None) -> list[str]:
+    """The baselines to compare with: those asked for, else the guided ones for a guided model, else
+    the interpolations (fourier only for a k-space model, whose grid keeps its origin)."""
+    if baselines:
+        return list(baselines)
+    if loaded.guide_channels:
+        return list(GUIDED_BASELINES)
+    return [b for b in BASELINES if b != "fourier" or loaded.convention == "origin"]
+
+
+@contextlib.contextmanager
+def _figures_all_or_none(fig_dir: Path | None, targets: Sequence[Path]) -> Iterator[None]:
+    """Write the figures ``targets`` into ``fig_dir`` (created) all or none: the ones being replaced
+    are set aside and, if the body fails, put back, the new ones removed with a folder made here."""
+    made_dir = fig_dir is not None and not fig_dir.exists()
+    aside = {t: t.with_name(f".{t.name}.previous") for t in targets if t.exists()}
+    for target, backup in aside.items():
+        os.replace(target, backup)
+    try:
+        if fig_dir is not None:
+            fig_dir.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:  # leave no partial output: the figures this call created go, old ones return
+        for target in targets:
+            target.unlink(missing_ok=True)
+        for target, backup in aside.items():
+            os.replace(backup, target)
+        if made_dir and fig_dir is not None and fig_dir.is_dir() and not any(fig_dir.iterdir()):
+            fig_dir.rmdir()
+        raise
+    for backup in aside.values():
+        backup.unlink(missing_ok=True)
 
 
 def _figure_targets(

@@ -571,13 +571,21 @@ def _upscale_thick(
     device: torch.device,
     precision: str,
     memory_budget: float | None,
+    tta: bool = False,
+    consistency: bool = False,
 ) -> Image:
     """``upscale`` with a thick-slice model of ``aesr-sci selfsr``: its 2D network is applied across
     the thick axis in both orthogonal planes (:func:`~aesr_sci.selfsr.combine_orientations`) and the
-    result lies on the field-of-view-preserving grid (:func:`~aesr_sci.selfsr.output_meta`)."""
+    result lies on the field-of-view-preserving grid (:func:`~aesr_sci.selfsr.output_meta`). Such a
+    model takes no ``tta`` nor ``consistency``: they are refused."""
     from .data.normalize import Normalizer, fit_statistics
     from .selfsr import combine_orientations, output_meta
 
+    if tta or consistency:
+        raise MismatchError(
+            f"{loaded.path}: a thick-slice model of aesr-sci selfsr is applied in both orientations "
+            "already: leave out --tta and --consistency"
+        )
     geometry = _thick_geometry(loaded, img, source)
     network = loaded.network.to(device).eval()
     normalizer = Normalizer.from_dict(loaded.normalization)
@@ -734,7 +742,6 @@ def upscale(
     >>> out.meta.spacing  # doctest: +SKIP
     (1.0, 1.0, 1.0)
     """
-    from .data.normalize import Normalizer, fit_statistics
     from .io import from_image, to_image
 
     source = str(image) if isinstance(image, (str, os.PathLike)) else "input"
@@ -745,45 +752,69 @@ def upscale(
     img, guide_img, grid = _with_guide(loaded, img, guide)
     dev = select_device(device)
     resolve_precision(precision, dev)  # an unknown value fails before any work
+    run = {"device": dev, "precision": precision, "memory_budget": memory_budget}
     if loaded.config.get("selfsr"):
-        if tta or consistency:
-            raise MismatchError(
-                f"{loaded.path}: a thick-slice model of aesr-sci selfsr is applied in both orientations "
-                "already: leave out --tta and --consistency"
-            )
-        thick = _upscale_thick(
-            img, loaded, source, device=dev, precision=precision, memory_budget=memory_budget
-        )
-        return from_image(thick, kind)
-    scale = loaded.scale
-    patch = _as_tuple(patch_size, loaded.spatial_dims) if patch_size else loaded.patch_size
-    if patch_size == 0:
-        patch = tuple(img.spatial_shape)
-    meta = (
-        img.meta.zoom(scale, convention=loaded.convention) if grid is None else grid.meta
-    ).with_provenance(**_provenance(loaded, tta=tta, consistency=consistency))
+        return from_image(_upscale_thick(img, loaded, source, tta=tta, consistency=consistency, **run), kind)
+    run.update(patch_size=_patch_size(patch_size, loaded, img), tta=tta, consistency=consistency)
+    meta = _output_meta(loaded, img.meta, grid, tta=tta, consistency=consistency)
     if img.mask is not None and not img.mask.any():  # nothing valid: all nodata out, nothing invented
         log.warning("Warning: %s: every pixel is nodata; the output is all nodata", source)
-        shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
-        return from_image(Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool)), kind)
+        return from_image(_all_nodata(img, meta, loaded.scale), kind)
+    out = _normalised_pass(loaded, img, guide_img, statistics, guide_statistics, progress=progress, **run)
+    return from_image(Image(out, meta, mask=_output_mask(img, guide_img, loaded.scale)), kind)
+
+
+def _patch_size(patch_size: int | Sequence[int] | None, loaded: LoadedModel, img: Image) -> Any:
+    """The window core :func:`predict` takes: ``patch_size`` per axis, the model's own when not
+    given, the whole image for ``0``."""
+    if patch_size == 0:
+        return tuple(img.spatial_shape)
+    return _as_tuple(patch_size, loaded.spatial_dims) if patch_size else loaded.patch_size
+
+
+def _output_meta(loaded: LoadedModel, meta: Any, grid: Any, *, tta: bool, consistency: bool) -> Any:
+    """The output's metadata: ``meta`` zoomed by the model's scale under its grid convention (or the
+    guide's grid), with the run's provenance."""
+    out = meta.zoom(loaded.scale, convention=loaded.convention) if grid is None else grid.meta
+    return out.with_provenance(**_provenance(loaded, tta=tta, consistency=consistency))
+
+
+def _all_nodata(img: Image, meta: Any, scale: Sequence[int]) -> Image:
+    """The output of an input without a valid pixel: zeros, all of them nodata."""
+    shape = (img.channels, *(n * s for n, s in zip(img.spatial_shape, scale)))
+    return Image(np.zeros(shape, np.float32), meta, mask=np.zeros(shape[1:], bool))
+
+
+def _output_mask(img: Image, guide: Image | None, scale: Sequence[int]) -> np.ndarray | None:
+    """The output's validity: the input's mask upsampled, and nodata where the guide has nodata."""
+    mask = _hr_mask(img.mask, scale)
+    if guide is not None and guide.common_mask is not None:  # nodata in either input stays nodata
+        mask = guide.common_mask if mask is None else mask & guide.common_mask
+    return mask
+
+
+def _normalised_pass(
+    loaded: LoadedModel,
+    img: Image,
+    guide: Image | None,
+    statistics: dict[str, Any] | None,
+    guide_statistics: dict[str, Any] | None,
+    **options: Any,
+) -> np.ndarray:
+    """The network's output for ``img`` (and its guide) in the input's units: normalised with
+    ``statistics`` (default fitted on ``img``), nodata filled, run by :func:`_run_network` with
+    ``options``, the normalisation inverted."""
+    from .data.normalize import Normalizer, fit_statistics
+
     normalizer = Normalizer.from_dict(loaded.normalization)
     data = np.asarray(img.data, dtype=np.float32)
     if statistics is None:  # a streamed raster passes the whole raster's statistics
         statistics = fit_statistics(data, img.mask, normalizer=normalizer, **loaded.statistics)
-    stats = statistics
-    x = np.asarray(normalizer.apply(data, stats), dtype=np.float32)
-    x = fill_nodata(x, img.mask)
+    x = fill_nodata(np.asarray(normalizer.apply(data, statistics), dtype=np.float32), img.mask)
     xt = torch.from_numpy(np.ascontiguousarray(x))[None]
-    gt = None if guide_img is None else _guide_tensor(loaded, guide_img, normalizer, guide_statistics)
-    run = {"patch_size": patch, "device": dev, "precision": precision, "memory_budget": memory_budget}
-    y = _run_network(
-        loaded, xt, gt, spacing=img.meta.spacing, tta=tta, consistency=consistency, progress=progress, **run
-    )
-    out = np.asarray(normalizer.invert(y[0].numpy(), stats), dtype=np.float32)
-    mask = _hr_mask(img.mask, scale)
-    if guide_img is not None and guide_img.common_mask is not None:  # nodata in either input stays nodata
-        mask = guide_img.common_mask if mask is None else mask & guide_img.common_mask
-    return from_image(Image(out, meta, mask=mask), kind)
+    gt = None if guide is None else _guide_tensor(loaded, guide, normalizer, guide_statistics)
+    y = _run_network(loaded, xt, gt, spacing=img.meta.spacing, **options)
+    return np.asarray(normalizer.invert(y[0].numpy(), statistics), dtype=np.float32)
 
 
 def _run_network(
@@ -994,45 +1025,68 @@ def upscale_files(
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     resolve_precision(precision, select_device(device))  # an unknown value fails before any work
     guides = [Path(g) for g in guide]
+    checks = {"overwrite": overwrite, "skip_existing": skip_existing, "select": select}
+    plan, grids = _plan_batch(loaded, inputs, output, guides, bids=bids, **checks)
+    _make_output_folder(inputs, output, bids=bids, files=len(plan))
+    options: dict[str, Any] = {"patch_size": patch_size, "device": device, "precision": precision}
+    options.update(memory_budget=memory_budget, tta=tta, consistency=consistency)
+    writing = {"cog": cog, "overwrite": overwrite, "progress": progress, "select": select, "dtype": dtype}
+    files = {"stream": stream, "block": block, "root": inputs[0] if bids else None, **writing}
+    bar = tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file")
+    return [_upscale_file(loaded, item, grid, guides, options, **files) for item, grid in zip(bar, grids)]
+
+
+def _plan_batch(
+    loaded: LoadedModel,
+    inputs: Sequence[Any],
+    output: Any,
+    guides: Sequence[Path],
+    *,
+    bids: bool,
+    **checks: Any,
+) -> tuple[list[tuple[Path, Path, Any, tuple[int, ...]]], list[Any]]:
+    """The files of a batch to process, ``(input, output, meta, shape)``, every one checked by
+    :func:`_check_batch` with ``checks``, and each one's guide grid (:func:`_check_guide_files`)."""
     pairs = _bids_pairs(inputs, output) if bids else _plan(inputs, output)
-    plan = _check_batch(
-        loaded,
-        pairs,
-        overwrite=overwrite,
-        skip_existing=skip_existing,
-        select=select,
-        make_dirs=bids,
-        guides=guides,
-    )
+    plan = _check_batch(loaded, pairs, make_dirs=bids, guides=guides, **checks)
     grids = [_check_guide_files(loaded, src, meta, shape, guides) for src, _, meta, shape in plan]
-    if plan and (bids or len(plan) > 1 or Path(output).is_dir() or len(inputs) > 1):
+    return plan, grids
+
+
+def _upscale_file(
+    loaded: LoadedModel,
+    item: tuple[Path, Path, Any, tuple[int, ...]],
+    grid: Any,
+    guides: Sequence[Path],
+    options: dict[str, Any],
+    *,
+    stream: bool | None,
+    block: int,
+    root: Any,
+    **writing: Any,
+) -> Path:
+    """One file of a batch upscaled and written, its path returned: a GeoTIFF streamed block by
+    block (with ``stream``, or by default when large), anything else read whole."""
+    src, dst, meta, shape = item
+    streaming = math.prod(shape) > _STREAM_VALUES if stream is None else stream
+    if meta.format == "geotiff" and streaming:
+        target = _Streamed(src, meta, shape, guides, grid)
+        _upscale_streaming(loaded, target, dst, options, block=block, **writing)
+    else:
+        _upscale_in_memory(loaded, src, dst, options, guides, root=root, **writing)
+    log.info("wrote %s", dst)
+    return dst
+
+
+def _make_output_folder(inputs: Sequence[Any], output: Any, *, bids: bool, files: int) -> None:
+    """Create the output folder of a batch of ``files`` outputs (into a folder, from several inputs,
+    or a BIDS derivative dataset); a BIDS one gets its ``dataset_description.json`` even when empty."""
+    if files and (bids or files > 1 or Path(output).is_dir() or len(inputs) > 1):
         Path(output).mkdir(parents=True, exist_ok=True)
     if bids:
         from .io.bids import write_dataset_description
 
         write_dataset_description(inputs[0], output)
-    options: dict[str, Any] = {
-        "patch_size": patch_size,
-        "device": device,
-        "precision": precision,
-        "memory_budget": memory_budget,
-        "tta": tta,
-        "consistency": consistency,
-    }
-    written = []
-    for (src, dst, meta, shape), grid in zip(
-        tqdm(plan, desc="files", disable=not progress or len(plan) < 2, unit="file"), grids
-    ):
-        streaming = math.prod(shape) > _STREAM_VALUES if stream is None else stream
-        writing = {"cog": cog, "overwrite": overwrite, "progress": progress, "select": select, "dtype": dtype}
-        if meta.format == "geotiff" and streaming:
-            target = _Streamed(src, meta, shape, guides, grid)
-            _upscale_streaming(loaded, target, dst, options, block=block, **writing)
-        else:
-            _upscale_in_memory(loaded, src, dst, options, guides, root=inputs[0] if bids else None, **writing)
-        log.info("wrote %s", dst)
-        written.append(dst)
-    return written
 
 
 def _upscale_in_memory(
@@ -1173,7 +1227,7 @@ def _upscale_streaming(
     """
     from tqdm.auto import tqdm
 
-    from .io import create_geotiff, read
+    from .io import create_geotiff
 
     scale = loaded.scale
     rows, cols = int(src.shape[1]), int(src.shape[2])
@@ -1184,30 +1238,44 @@ def _upscale_streaming(
     block = max(r.multiple, block // r.multiple * r.multiple)
     stats = raster_statistics(loaded, src.path, select)
     guide_stats = _guide_statistics(loaded, src.guides)
-    grid_meta = src.meta.zoom(scale, convention=loaded.convention) if src.grid is None else src.grid.meta
-    out_meta = grid_meta.with_provenance(
-        **_provenance(loaded, tta=options["tta"], consistency=options["consistency"])
+    out_meta = _output_meta(
+        loaded, src.meta, src.grid, tta=options["tta"], consistency=options["consistency"]
     )
     out_shape = (int(src.shape[0]), rows * scale[0], cols * scale[1])
     blocks = [(r0, c0) for r0 in range(0, rows, block) for c0 in range(0, cols, block)]
+    run = {"statistics": stats, "guide_statistics": guide_stats, "select": select, **options}
     with create_geotiff(dst, out_meta, out_shape, overwrite=overwrite, cog=cog, dtype=dtype) as sink:
         for r0, c0 in tqdm(blocks, desc=f"blocks of {src.path.name}", disable=not progress, unit="block"):
-            r1, c1 = min(r0 + block, rows), min(c0 + block, cols)
-            window = ((max(0, r0 - halo), min(rows, r1 + halo)), (max(0, c0 - halo), min(cols, c1 + halo)))
-            (hr0, _), (hc0, _) = window
-            guide = src.guide_windows(window, scale) or None
-            tile = read(src.path, window=window, **(select or {}))
-            up = upscale(
-                tile,
-                loaded,
-                statistics=stats,
-                progress=False,
-                guide=guide,
-                guide_statistics=guide_stats,
-                **options,
-            )
-            ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
-            ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
-            data = up.data[:, ir0:ir1, ic0:ic1]
-            mask = None if up.mask is None else up.mask[..., ir0:ir1, ic0:ic1]
-            sink.write(data, ((r0 * scale[0], r1 * scale[0]), (c0 * scale[1], c1 * scale[1])), mask=mask)
+            core = ((r0, min(r0 + block, rows)), (c0, min(c0 + block, cols)))
+            _upscale_block(loaded, src, sink, core, (rows, cols), halo, **run)
+
+
+def _upscale_block(
+    loaded: LoadedModel,
+    src: _Streamed,
+    sink: Any,
+    core: Sequence[tuple[int, int]],
+    extent: Sequence[int],
+    halo: int,
+    *,
+    select: dict[str, Any] | None,
+    **options: Any,
+) -> None:
+    """One block of a streamed raster: its ``core`` ``((r0, r1), (c0, c1))`` read with ``halo``
+    pixels around it (clipped to ``extent``, the rows and columns), with its guide windows,
+    upscaled by :func:`upscale` with ``options``, and the core's output written into ``sink``."""
+    from .io import read
+
+    scale = loaded.scale
+    (r0, r1), (c0, c1) = core
+    rows, cols = extent
+    window = ((max(0, r0 - halo), min(rows, r1 + halo)), (max(0, c0 - halo), min(cols, c1 + halo)))
+    (hr0, _), (hc0, _) = window
+    guide = src.guide_windows(window, scale) or None
+    tile = read(src.path, window=window, **(select or {}))
+    up = upscale(tile, loaded, progress=False, guide=guide, **options)
+    ir0, ic0 = (r0 - hr0) * scale[0], (c0 - hc0) * scale[1]
+    ir1, ic1 = ir0 + (r1 - r0) * scale[0], ic0 + (c1 - c0) * scale[1]
+    data = up.data[:, ir0:ir1, ic0:ic1]
+    mask = None if up.mask is None else up.mask[..., ir0:ir1, ic0:ic1]
+    sink.write(data, ((r0 * scale[0], r1 * scale[0]), (c0 * scale[1], c1 * scale[1])), mask=mask)

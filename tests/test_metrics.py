@@ -195,6 +195,30 @@ def test_evaluate_refuses_bad_input_before_writing(tmp_path, make_nifti, make_ge
     assert not (tmp_path / "r.json").exists()
 
 
+def test_figures_being_replaced_come_back_when_a_later_file_fails(tmp_path) -> None:
+    from aesr_sci.evaluation import _figures_all_or_none
+
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    old, new = figs / "a.png", figs / "b.png"
+    old.write_bytes(b"mine")
+    with pytest.raises(KeyboardInterrupt), _figures_all_or_none(figs, [old, new]):
+        old.write_bytes(b"replaced")
+        new.write_bytes(b"new")
+        raise KeyboardInterrupt  # any failure, even an interrupt, puts the old figures back
+    assert old.read_bytes() == b"mine" and not new.exists()
+    assert sorted(p.name for p in figs.iterdir()) == ["a.png"]
+    with _figures_all_or_none(figs, [old, new]):
+        old.write_bytes(b"replaced")
+        new.write_bytes(b"new")
+    assert old.read_bytes() == b"replaced" and sorted(p.name for p in figs.iterdir()) == ["a.png", "b.png"]
+    made = tmp_path / "made"
+    with pytest.raises(ValueError), _figures_all_or_none(made, [made / "c.png"]):
+        (made / "c.png").write_bytes(b"new")
+        raise ValueError
+    assert not made.exists()
+
+
 def test_figure_names_are_unique_per_file() -> None:
     from aesr_sci.evaluation import figure_names
 

@@ -164,6 +164,26 @@ def inspect_sources(
 ) -> list[SourceInfo]:
     """Validate the sources (and their guides, one entry per source) against the patch and scale;
     raise DataError (MismatchError for a guide off the grid) naming the file and sizes."""
+    paths, patch, scale = _check_request(paths, spatial_dims, patch_size, scale, guides)
+    sources = [
+        _inspect_source(
+            index, src, spatial_dims, patch, scale, slice_axis, None if guides is None else guides[index]
+        )
+        for index, src in enumerate(paths)
+    ]
+    _check_same_bands(sources)
+    return sources
+
+
+def _check_request(
+    paths: Sequence[Any],
+    spatial_dims: int,
+    patch_size: int | Sequence[int],
+    scale: Sequence[int],
+    guides: Sequence[Any] | None,
+) -> tuple[Sequence[Any], tuple[int, ...], tuple[int, ...]]:
+    """:func:`inspect_sources`'s arguments checked before any file is read: the sources as a list,
+    the patch and the scale per axis (the patch divisible by the scale)."""
     if spatial_dims not in (2, 3):
         raise DataError(f"spatial_dims must be 2 or 3 (got {spatial_dims})")
     if isinstance(paths, (str, os.PathLike, Image)):
@@ -180,34 +200,48 @@ def inspect_sources(
             f"patch_size {list(patch)} is not divisible by the scale {list(scale)}: use multiples of the "
             f"scale, e.g. {[max(s, p // s * s) for p, s in zip(patch, scale)]}"
         )
-    sources = []
-    for index, src in enumerate(paths):
-        name = _name(src, index)
-        meta, shape = _read_meta(src)
-        file_dims = len(shape) - 1
-        if file_dims < spatial_dims:
-            raise DataError(f"{name}: a {file_dims}D image cannot give {spatial_dims}D patches")
-        if file_dims > spatial_dims and not 0 <= slice_axis < file_dims:
-            raise DataError(f"{name}: slice_axis must be in 0..{file_dims - 1} (got {slice_axis})")
-        fscale = file_axes(spatial_dims, file_dims, slice_axis, scale)
-        fpatch = file_axes(spatial_dims, file_dims, slice_axis, patch)
-        spatial = shape[1:]
-        cropped = tuple(n - n % s for n, s in zip(spatial, fscale))
-        guide_files: tuple[GuideFile, ...] = ()
-        if guides is not None:
-            guide_files, cropped = _inspect_guides(name, meta, spatial, fscale, guides[index], index)
-        if any(c < p for c, p in zip(cropped, fpatch)):
-            raise DataError(
-                f"{name}: spatial size {list(spatial)} is smaller than the patch {list(fpatch)} "
-                f"(after cropping to a multiple of the scale {list(fscale)}); use a smaller patch_size"
-            )
-        path = None if isinstance(src, Image) else os.fspath(src)
-        image = src if isinstance(src, Image) else None
-        sources.append(
-            SourceInfo(
-                index, name, path, image, meta, shape[0], cropped, fscale, fpatch, tuple(spatial), guide_files
-            )
+    return paths, patch, scale
+
+
+def _inspect_source(
+    index: int,
+    src: Any,
+    spatial_dims: int,
+    patch: Sequence[int],
+    scale: Sequence[int],
+    slice_axis: int,
+    guide: Any,
+) -> SourceInfo:
+    """One source (with its guide entry, or None) read as metadata and checked against the patch
+    and scale on its own axes."""
+    name = _name(src, index)
+    meta, shape = _read_meta(src)
+    file_dims = len(shape) - 1
+    if file_dims < spatial_dims:
+        raise DataError(f"{name}: a {file_dims}D image cannot give {spatial_dims}D patches")
+    if file_dims > spatial_dims and not 0 <= slice_axis < file_dims:
+        raise DataError(f"{name}: slice_axis must be in 0..{file_dims - 1} (got {slice_axis})")
+    fscale = file_axes(spatial_dims, file_dims, slice_axis, scale)
+    fpatch = file_axes(spatial_dims, file_dims, slice_axis, patch)
+    spatial = shape[1:]
+    cropped = tuple(n - n % s for n, s in zip(spatial, fscale))
+    guide_files: tuple[GuideFile, ...] = ()
+    if guide is not None:
+        guide_files, cropped = _inspect_guides(name, meta, spatial, fscale, guide, index)
+    if any(c < p for c, p in zip(cropped, fpatch)):
+        raise DataError(
+            f"{name}: spatial size {list(spatial)} is smaller than the patch {list(fpatch)} "
+            f"(after cropping to a multiple of the scale {list(fscale)}); use a smaller patch_size"
         )
+    path = None if isinstance(src, Image) else os.fspath(src)
+    image = src if isinstance(src, Image) else None
+    return SourceInfo(
+        index, name, path, image, meta, shape[0], cropped, fscale, fpatch, tuple(spatial), guide_files
+    )
+
+
+def _check_same_bands(sources: Sequence[SourceInfo]) -> None:
+    """Refuse sources with different band counts, or guides with different band counts."""
     channels = sorted({s.channels for s in sources})
     if len(channels) > 1:
         detail = ", ".join(f"{s.name}: {s.channels}" for s in sources)
@@ -217,7 +251,6 @@ def inspect_sources(
         raise DataError(
             f"guides have different band counts ({detail}): give guides with the same bands, in the same order"
         )
-    return sources
 
 
 def _inspect_guides(

@@ -15,10 +15,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import FileReadError
+
+if TYPE_CHECKING:
+    from ..spatial import Image
 
 __all__ = ["sample_dir", "sample_paths"]
 
@@ -74,7 +78,6 @@ def _write_sample(directory: Path, paths: dict[str, Path]) -> None:
             "pip install 'aesr-sci[sample]' (or give data.paths in the recipe)"
         ) from None
     from ..io import write
-    from ..spatial import Image, SpatialMeta
 
     img = load_mni152_template(resolution=1)
     data = np.asarray(img.get_fdata(dtype=np.float32))
@@ -91,32 +94,43 @@ def _write_sample(directory: Path, paths: dict[str, Path]) -> None:
         else {"train": (n - cut, n), "val": (0, n - cut)}
     )
     for key, (start, stop) in pieces.items():
-        index = [slice(None)] * 3
-        index[axis] = slice(start, stop)
-        shift = np.zeros(4)
-        shift[axis] = start
-        shift[3] = 1.0
-        piece_affine = affine.copy()
-        piece_affine[:3, 3] = affine[:3, :] @ shift
-        meta = SpatialMeta(
-            piece_affine,
-            dtype="float32",
-            format="nifti",
-            provenance={
-                "source": "MNI152 T1 template (nilearn, load_mni152_template(resolution=1))",
-                "slab": f"voxels {start}:{stop} along axis {axis}",
-            },
-        )
-        piece = np.array(data[tuple(index)], dtype=np.float32)
-        # fade to background towards the cut face (not towards the original field of view's edge)
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(_FADE) + 0.5) / _FADE)
-        shape = [1, 1, 1]
-        shape[axis] = _FADE
-        cut_at_start = start > 0
-        view = [slice(None)] * 3
-        view[axis] = slice(0, _FADE) if cut_at_start else slice(piece.shape[axis] - _FADE, None)
-        piece[tuple(view)] *= (ramp if cut_at_start else ramp[::-1]).reshape(shape)
-        meta = meta.with_provenance(fade=f"raised-cosine fade to 0 over {_FADE} voxels at the cut face")
-        image = Image(piece[np.newaxis], meta)
-        write(image, paths[key], overwrite=True)
+        write(_slab(data, affine, axis, start, stop), paths[key], overwrite=True)
     log.info("wrote the default sample to %s", directory)
+
+
+def _slab(data: np.ndarray, affine: np.ndarray, axis: int, start: int, stop: int) -> Image:
+    """Voxels ``start:stop`` along ``axis`` of the template, as an image on its own affine, faded to
+    background towards the cut face."""
+    from ..spatial import Image, SpatialMeta
+
+    index = [slice(None)] * 3
+    index[axis] = slice(start, stop)
+    shift = np.zeros(4)
+    shift[axis] = start
+    shift[3] = 1.0
+    piece_affine = affine.copy()
+    piece_affine[:3, 3] = affine[:3, :] @ shift
+    meta = SpatialMeta(
+        piece_affine,
+        dtype="float32",
+        format="nifti",
+        provenance={
+            "source": "MNI152 T1 template (nilearn, load_mni152_template(resolution=1))",
+            "slab": f"voxels {start}:{stop} along axis {axis}",
+        },
+    )
+    piece = np.array(data[tuple(index)], dtype=np.float32)
+    _fade_cut_face(piece, axis, at_start=start > 0)
+    meta = meta.with_provenance(fade=f"raised-cosine fade to 0 over {_FADE} voxels at the cut face")
+    return Image(piece[np.newaxis], meta)
+
+
+def _fade_cut_face(piece: np.ndarray, axis: int, *, at_start: bool) -> None:
+    """Fade ``piece`` in place to background towards its cut face (its start or its end along
+    ``axis``; not towards the original field of view's edge), a raised cosine over ``_FADE`` voxels."""
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(_FADE) + 0.5) / _FADE)
+    shape = [1, 1, 1]
+    shape[axis] = _FADE
+    view = [slice(None)] * 3
+    view[axis] = slice(0, _FADE) if at_start else slice(piece.shape[axis] - _FADE, None)
+    piece[tuple(view)] *= (ramp if at_start else ramp[::-1]).reshape(shape)

@@ -43,6 +43,34 @@ from .profile import SliceProfile
 __all__ = ["InPlanePairs"]
 
 
+def _checked_patch(
+    image: Image, geometry: SliceGeometry, s: int, patch_size: int | Sequence[int], samples_per_epoch: int
+) -> tuple[int, ...]:
+    """The patch size ``(p, q)`` of :class:`InPlanePairs`, its arguments checked first (a 3D volume
+    with a thick axis, ``p`` a multiple of the scale ``s``, at least one sample per epoch)."""
+    if geometry.axis is None or image.spatial_dims != 3:
+        raise DataError("in-plane pairs need a 3D volume with a thick axis (see slice_geometry)")
+    patch = (int(patch_size),) * 2 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)  # type: ignore[arg-type]
+    if len(patch) != 2 or min(patch) < 1 or patch[0] % s:
+        raise DataError(f"patch_size {list(patch)} must be two positive numbers, the first a multiple of {s}")
+    if samples_per_epoch < 1:
+        raise DataError(f"samples_per_epoch must be >= 1 (got {samples_per_epoch})")
+    return patch
+
+
+def _check_in_plane_size(image: Image, in_plane: Sequence[int], patch: Sequence[int], s: int) -> None:
+    """Refuse a volume whose in-plane axes (cropped to a multiple of the scale ``s`` along the
+    degraded one) are smaller than the patch."""
+    shape = image.spatial_shape
+    if any(shape[a] - shape[a] % s < patch[0] for a in in_plane) or any(
+        shape[a] < patch[1] for a in in_plane
+    ):
+        raise DataError(
+            f"the in-plane size {[shape[a] for a in in_plane]} is smaller than "
+            f"the patch {list(patch)}: use a smaller patch_size"
+        )
+
+
 class InPlanePairs(Dataset):
     """(lq, gt) 2D patch pairs made from the in-plane axes of a thick-slice volume.
 
@@ -107,16 +135,7 @@ class InPlanePairs(Dataset):
         augment: bool = True,
         seed: int = 0,
     ) -> None:
-        if geometry.axis is None or image.spatial_dims != 3:
-            raise DataError("in-plane pairs need a 3D volume with a thick axis (see slice_geometry)")
-        patch = (int(patch_size),) * 2 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)  # type: ignore[arg-type]
-        s = profile.scale
-        if len(patch) != 2 or min(patch) < 1 or patch[0] % s:
-            raise DataError(
-                f"patch_size {list(patch)} must be two positive numbers, the first a multiple of {s}"
-            )
-        if samples_per_epoch < 1:
-            raise DataError(f"samples_per_epoch must be >= 1 (got {samples_per_epoch})")
+        patch = _checked_patch(image, geometry, profile.scale, patch_size, samples_per_epoch)
         self.geometry, self.profile, self.patch_size = geometry, profile, patch
         self.samples_per_epoch = int(samples_per_epoch)
         self.min_valid = float(min_valid)
@@ -124,13 +143,12 @@ class InPlanePairs(Dataset):
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.normalizer = Normalizer.from_dict(normalizer)
         self.in_plane = geometry.in_plane
-        if any(image.spatial_shape[a] - image.spatial_shape[a] % s < patch[0] for a in self.in_plane) or any(
-            image.spatial_shape[a] < patch[1] for a in self.in_plane
-        ):
-            raise DataError(
-                f"the in-plane size {[image.spatial_shape[a] for a in self.in_plane]} is smaller than "
-                f"the patch {list(patch)}: use a smaller patch_size"
-            )
+        _check_in_plane_size(image, self.in_plane, patch, profile.scale)
+        self._fit(image, foreground_threshold)
+
+    def _fit(self, image: Image, foreground_threshold: float) -> None:
+        """The normalisation statistics (:attr:`stats`), fitted on the volume's foreground, and per
+        in-plane direction the thick slices, their low-resolution twins and their masks."""
         data = np.asarray(image.data, dtype=np.float32)
         valid = (
             np.ones(image.spatial_shape, bool) if image.mask is None else np.asarray(image.common_mask, bool)
