@@ -442,26 +442,22 @@ def _validate(raw: Any, source: str) -> Recipe:
         raise RecipeError(_format_errors(exc, source)) from None
 
 
-def _drop_recipe_validation(raw: dict[str, Any], keys_set: list[list[str]]) -> None:
+def _drop_recipe_validation(raw: dict[str, Any], keys_set: list[list[str]]) -> bool:
     """When ``data.paths`` is overridden alone, the recipe's own validation files no longer apply.
 
     A recipe names validation files that belong with its default training data (another scene of
     the same sensor); a user who trains on their own files from the command line means to validate
-    on those, so ``data.val_paths`` and ``data.val_guides`` are dropped (with a one-line note) and
-    validation holds out whole files of ``data.paths``, unless the override names them too.
+    on those, so ``data.val_paths`` and ``data.val_guides`` are dropped (True: the caller notes it
+    once the recipe is valid) and validation holds out whole files of ``data.paths``, unless the
+    override names them too.
     """
     data = raw.get("data")
     if ["data", "paths"] not in keys_set or not isinstance(data, dict) or not data.get("val_paths"):
-        return
+        return False
     if any(k[:2] in (["data", "val_paths"], ["data", "val_guides"]) for k in keys_set):
-        return
+        return False
     data["val_paths"], data["val_guides"] = [], []
-    warnings.warn(
-        "data.paths was set without data.val_paths: the recipe's validation files are dropped and "
-        "validation holds out files of data.paths (set data.val_paths to choose them)",
-        UserWarning,
-        stacklevel=3,
-    )
+    return True
 
 
 def load_recipe(
@@ -520,8 +516,15 @@ def load_recipe(
         keys, value = parse_override(text)
         _apply_override(raw, keys, value, source)
         keys_set.append(keys)
-    _drop_recipe_validation(raw, keys_set)
+    dropped = _drop_recipe_validation(raw, keys_set)
     recipe_obj = _validate(raw, source)
+    if dropped:
+        warnings.warn(
+            "data.paths was set without data.val_paths: the recipe's validation files are dropped and "
+            "validation holds out files of data.paths (set data.val_paths to choose them)",
+            UserWarning,
+            stacklevel=2,
+        )
     return recipe_obj.model_copy(update={"source": source})
 
 

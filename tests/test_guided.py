@@ -611,11 +611,12 @@ def test_mismatched_guide_lists_are_one_line_recipe_errors(overrides, message):
 def test_guides_can_be_set_from_the_command_line_in_the_order_of_the_paths():
     from aesr_sci.recipe import load_recipe
 
-    recipe = load_recipe(
-        _recipe("sentinel2_guided_x2"),
-        overrides=["data.paths=[a_20m.tif,b_20m.tif]", "data.guides=[a_10m.tif,b_10m.tif]"],
-    )
-    assert recipe.data.guides == ["a_10m.tif", "b_10m.tif"]
+    with pytest.warns(UserWarning, match="validation files are dropped"):
+        recipe = load_recipe(
+            _recipe("sentinel2_guided_x2"),
+            overrides=["data.paths=[a_20m.tif,b_20m.tif]", "data.guides=[a_10m.tif,b_10m.tif]"],
+        )
+    assert recipe.data.guides == ["a_10m.tif", "b_10m.tif"] and recipe.data.val_paths == []
     assert "guides:" in recipe.to_yaml()
 
 
