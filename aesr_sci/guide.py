@@ -335,8 +335,8 @@ def guide_scale(
     Raises
     ------
     MismatchError
-        One line: a different dimensionality, or guide pixels that are not a whole number of times
-        finer than the target's (at least twice along some axis).
+        One line: a different dimensionality or CRS, or guide pixels that are not a whole number of
+        times finer than the target's (at least twice along some axis).
 
     Examples
     --------
@@ -349,6 +349,7 @@ def guide_scale(
     if guide_meta.spatial_dims != d:
         raise MismatchError(f"{guide_name}: the guide is {guide_meta.spatial_dims}D but the target is {d}D")
     if _georeferenced(target_meta) or _georeferenced(guide_meta):
+        _check_crs(target_meta, guide_meta, guide_name)  # pixel sizes in two CRSs do not compare
         units = _units(target_meta)
         ratio = np.asarray(target_meta.spacing, float) / np.asarray(guide_meta.spacing, float)
         factors = np.round(ratio)

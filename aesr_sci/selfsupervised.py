@@ -67,6 +67,7 @@ def selfsr(
     scale: int | None = None,
     guide: Any = None,
     minutes: float = 10.0,
+    max_steps: int | None = None,
     save_model: str | os.PathLike[str] | None = None,
     thickness: float | None = None,
     network: str | None = None,
@@ -95,6 +96,8 @@ def selfsr(
         ``upscale --guide`` checks it (:func:`aesr_sci.guide.check_guide`: CRS, pixel size, corner).
     minutes
         Wall-clock budget for training and the final inference (honoured within 10 %).
+    max_steps
+        At most this many training steps (default: as many as the budget allows).
     save_model
         A folder for the trained model (``model.json`` + ``model.safetensors``), which ``aesr-sci
         upscale`` applies to other scans of the same protocol as this function does.
@@ -163,6 +166,8 @@ def selfsr(
     defaults = _GUIDED if guides else _TRAINING
     options = {"batch_size": batch_size or defaults["batch_size"], "lr": lr or defaults["lr"]}
     options |= {"precision": precision, "progress": progress, "seed": seed}
+    if max_steps:
+        options["steps"] = max_steps
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
     out = upscale(img, loaded, guide=guides or None, precision=precision, device=dev)
     if save_model is not None:
