@@ -185,42 +185,34 @@ def test_selfsr_guide_lands_on_the_guide_grid_beats_cubic_and_saves_a_guided_mod
     from aesr_sci.baselines import upsample
     from aesr_sci.metrics import psnr
 
-    # a small network and a brisk learning rate, so that a test's budget trains it
-    monkeypatch.setitem(selfsupervised._GUIDED, "features", 16)
-    monkeypatch.setitem(selfsupervised._GUIDED, "blocks", 2)
-    monkeypatch.setitem(selfsupervised._GUIDED, "lr", 1e-2)
-    monkeypatch.setitem(selfsupervised._GUIDED, "batch_size", 4)
-    src, guide, truth = _guided_scene(tmp_path)
-    out, model = tmp_path / "out_10m.tif", tmp_path / "model"
-    args = [
-        "selfsr",
-        str(src),
-        str(out),
-        "--guide",
-        str(guide),
-        "--minutes",
-        "0.5",
-        "--save-model",
-        str(model),
-    ]
-    result = _cli(*args)
-    assert result.exit_code == 0, result.output
-    with rasterio.open(out) as o, rasterio.open(guide) as g, rasterio.open(src) as s:
+    # a small network, a brisk learning rate and a step cap: the same result however busy the machine
+    monkeypatch.setitem(selfsupervised._GUIDED, "features", 8)
+    monkeypatch.setitem(selfsupervised._GUIDED, "blocks", 1)
+    src, guide, truth = _guided_scene(tmp_path, n=32)
+    model = tmp_path / "model"
+    out = aesr_sci.selfsr(
+        str(src), guide=str(guide), minutes=30, max_steps=40, lr=2e-2, batch_size=4, save_model=model
+    )
+    assert out.meta.provenance["steps"] == 40
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    cubic = upsample(read(src).data.astype(np.float32), (2, 2), convention="fov", method="cubic")
+    peak = float(np.ptp(truth))
+    got = np.asarray(out.data, np.float32)
+    gain = psnr(truth[inner], got[inner], data_range=peak) - psnr(truth[inner], cubic[inner], data_range=peak)
+    assert gain > 3.0, gain
+    # on disk: the guide's grid, the input's dtype, band names and nodata (nodata in the input stays nodata)
+    written = tmp_path / "out_10m.tif"
+    assert _cli("selfsr", str(src), str(written), "--guide", str(guide), "--minutes", "0.02").exit_code == 0
+    with rasterio.open(written) as o, rasterio.open(guide) as g, rasterio.open(src) as s:
         assert (o.transform, o.crs, o.shape) == (g.transform, g.crs, g.shape)
         assert o.dtypes == s.dtypes and o.nodata == s.nodata == 0
         assert o.descriptions == s.descriptions == ("B5", "B6", "B7")
-        got, lq = o.read().astype(np.float32), s.read().astype(np.float32)
-    assert (got[:, :4] == 0).all() and (got[:, 8:-8, 8:-8] > 0).all()  # nodata in the input stays nodata
-    inner = (slice(None), slice(8, -8), slice(8, -8))
-    cubic = upsample(lq, (2, 2), convention="fov", method="cubic")
-    peak = float(np.ptp(truth))
-    gain = psnr(truth[inner], got[inner], data_range=peak) - psnr(truth[inner], cubic[inner], data_range=peak)
-    assert gain > 3.0, gain
+        assert (o.read()[:, :4] == 0).all() and (o.read()[:, 4:-4, 4:-4] > 0).all()
     # the saved model is a guided model that upscale --guide applies as selfsr did
     again = tmp_path / "again.tif"
     result = _cli("upscale", str(model), str(src), str(again), "--guide", str(guide))
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(read(again).data, read(out).data, atol=1.0)
+    np.testing.assert_allclose(read(again).data[inner], np.round(got[inner]), atol=1.0)
 
 
 def test_selfsr_guide_api_takes_images_and_volumes_on_a_finer_grid():
