@@ -152,14 +152,7 @@ def selfsr(
         raise OutputExistsError(f"{save_model} holds a model already: give --overwrite or another folder")
     img = image if isinstance(image, Image) else read(image)
     torch.manual_seed(seed)
-    guides: list[Image] = []
-    if guide is not None:
-        pairs, loaded, guides = _guided(img, guide, scale, source, network or _GUIDED["name"], seed)
-        geometry = None
-    else:
-        geometry = slice_geometry(img.meta, scale=scale, thickness=thickness, name=source)
-        make = _zero_shot if geometry.axis is None else _thick_slices
-        pairs, loaded = make(img, geometry, source, network or "residual", seed)
+    pairs, loaded, geometry, guides = _prepare(img, guide, scale, thickness, source, network, seed)
     dev = select_device(device)
     reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = _training_minutes(minutes, time.perf_counter() - started, reserve, source)
@@ -179,6 +172,26 @@ def selfsr(
         operation="selfsr", steps=steps, minutes=round(minutes_taken, 3), slice_profile=thick.get("profile")
     )
     return Image(out.data, meta, mask=out.mask)
+
+
+def _prepare(
+    img: Image,
+    guide: Any,
+    scale: int | None,
+    thickness: float | None,
+    source: str,
+    network: str | None,
+    seed: int,
+) -> tuple[Dataset, LoadedModel, SliceGeometry | None, list[Image]]:
+    """The pairs and the untrained model of the input's kind (guided, thick-slice or zero-shot), the
+    thick-slice geometry (None with a guide) and the guide images (none without)."""
+    if guide is not None:
+        pairs, loaded, guides = _guided(img, guide, scale, source, network or _GUIDED["name"], seed)
+        return pairs, loaded, None, guides
+    geometry = slice_geometry(img.meta, scale=scale, thickness=thickness, name=source)
+    make = _zero_shot if geometry.axis is None else _thick_slices
+    pairs, loaded = make(img, geometry, source, network or "residual", seed)
+    return pairs, loaded, geometry, []
 
 
 def _training_minutes(minutes: float, spent_s: float, reserve_s: float, source: str) -> float:
@@ -358,14 +371,34 @@ def _zero_shot(
     return pairs, LoadedModel(net, config, Path("selfsr"))
 
 
+def _guide_grid(
+    img: Image, guide: Any, scale: int | None, source: str
+) -> tuple[list[Image], Image, tuple[int, ...]]:
+    """The guide images (finest first), the input cropped to the part they cover, and the scale
+    (the input's pixel size over the first guide's), checked as ``upscale --guide`` checks them."""
+    from .guide import crop_to_guide, guide_scale
+    from .infer import read_guides
+
+    images, names = read_guides(guide)
+    first = images[0]
+    shapes = {"target_shape": img.spatial_shape, "guide_shape": first.spatial_shape}
+    factors = guide_scale(img.meta, first.meta, **shapes, guide_name=names[0])
+    if scale is not None and factors != (scale,) * len(factors):
+        raise MismatchError(
+            f"{names[0]}: the guide's pixels are {'x'.join(map(str, factors))} times finer than {source}'s, "
+            f"not {scale}: leave out --scale with a guide (the guide sets it)"
+        )
+    target, _, _ = crop_to_guide(img, images, factors, guide_names=names)
+    return images, target, factors
+
+
 def _guided(
     img: Image, guide: Any, scale: int | None, source: str, name: str, seed: int
 ) -> tuple[Dataset, LoadedModel, list[Image]]:
     """Wald's protocol on the input scene: pairs of (the input and its guide, both degraded by the
     scale) -> the input, an untrained guided network, and the guide images (finest first)."""
     from .data.dataset import PairDataset
-    from .guide import crop_to_guide, dsen2_sigma, guide_scale
-    from .infer import read_guides
+    from .guide import dsen2_sigma
     from .nets import build_model
     from .nets.registry import is_guided
 
@@ -373,21 +406,7 @@ def _guided(
         raise ParameterError(
             f"network {name!r} takes no guide: use guided_residual or guided_dual with a guide"
         )
-    images, names = read_guides(guide)
-    first = images[0]
-    factors = guide_scale(
-        img.meta,
-        first.meta,
-        target_shape=img.spatial_shape,
-        guide_shape=first.spatial_shape,
-        guide_name=names[0],
-    )
-    if scale is not None and factors != (scale,) * len(factors):
-        raise MismatchError(
-            f"{names[0]}: the guide's pixels are {'x'.join(map(str, factors))} times finer than {source}'s, "
-            f"not {scale}: leave out --scale with a guide (the guide sets it)"
-        )
-    target, _, _ = crop_to_guide(img, images, factors, guide_names=names)  # upscale --guide's checks
+    images, target, factors = _guide_grid(img, guide, scale, source)
     dims = img.spatial_dims
     deg = Degradation("gaussian", factors, {"sigma": dsen2_sigma(factors)})
     patch = _patch(target.spatial_shape, factors, _GUIDED["patch"] if dims == 2 else _PATCH[3], source)
