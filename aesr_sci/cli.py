@@ -696,6 +696,13 @@ def _adapted(
     help="Factor across the thick axis (default: from the voxel sizes), or along every axis of an isotropic image.",
 )
 @click.option(
+    "--guide",
+    "guides",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="A co-registered guide on the output grid, for Wald's protocol on INPUT (repeat: finest first).",
+)
+@click.option(
     "--minutes",
     type=click.FloatRange(0, min_open=True),
     default=10.0,
@@ -718,6 +725,7 @@ def selfsr(
     input: str,
     output: str,
     scale: int | None,
+    guides: tuple[str, ...],
     minutes: float,
     save_model: str | None,
     precision: str,
@@ -730,21 +738,26 @@ def selfsr(
     look like through its own slice profile (estimated from the data); the network is applied
     across the thick axis in both orthogonal planes and the output lies on the field-of-view
     preserving grid. An isotropic image needs --scale: the network learns to undo the image
-    degraded one scale further.
+    degraded one scale further. With --guide (a co-registered image on the output grid, such as
+    Sentinel-2's 10 m bands for its 20 m bands) a guided network learns by Wald's protocol on
+    INPUT itself; the scale is INPUT's pixel size over the guide's and the output lies on the
+    guide's grid. --save-model keeps the model for 'aesr-sci upscale MODEL IN OUT --guide G'.
 
     \b
     Example:
       aesr-sci selfsr t2_thick.nii.gz t2_thin.nii.gz --minutes 10 --save-model t2_protocol/
       aesr-sci selfsr t1_1mm.nii.gz t1_05mm.nii.gz --scale 2
+      aesr-sci selfsr scene_20m.tif scene_20m_at_10m.tif --guide scene_10m.tif --minutes 10
     """
     from .fileutil import check_output
     from .io import write
     from .selfsupervised import selfsr as selfsr_api
 
-    check_output(output, overwrite=overwrite, inputs=[input])
+    check_output(output, overwrite=overwrite, inputs=[input, *guides])
     out = selfsr_api(
         input,
         scale=scale,
+        guide=list(guides) or None,
         minutes=minutes,
         save_model=save_model,
         precision=precision,

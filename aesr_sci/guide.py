@@ -43,6 +43,7 @@ __all__ = [
     "check_guide_shape",
     "crop_to_guide",
     "dsen2_sigma",
+    "guide_scale",
     "join_guides",
     "sentinel2_band",
     "sentinel2_bands",
@@ -315,6 +316,57 @@ def check_guide(
         meta=meta,
         crop_note=note,
     )
+
+
+def guide_scale(
+    target_meta: SpatialMeta,
+    guide_meta: SpatialMeta,
+    *,
+    target_shape: Sequence[int],
+    guide_shape: Sequence[int],
+    guide_name: str = "guide",
+) -> tuple[int, ...]:
+    """The scale a guide implies: the target's pixel size over the guide's, per axis.
+
+    GeoTIFFs with neither CRS nor transform on both sides have no pixel size: the ratio of their
+    shapes is taken (rounded down, as :func:`check_guide` crops the far end). The grid itself is
+    checked by :func:`check_guide` with the scale returned.
+
+    Raises
+    ------
+    MismatchError
+        One line: a different dimensionality or CRS, or guide pixels that are not a whole number of
+        times finer than the target's (at least twice along some axis).
+
+    Examples
+    --------
+    >>> t = SpatialMeta(np.array([[0.0, 20.0, 10.0], [-20.0, 0.0, -10.0], [0.0, 0.0, 1.0]]))
+    >>> g = SpatialMeta(np.array([[0.0, 10.0, 5.0], [-10.0, 0.0, -5.0], [0.0, 0.0, 1.0]]))
+    >>> guide_scale(t, g, target_shape=(30, 40), guide_shape=(60, 80))
+    (2, 2)
+    """
+    d = target_meta.spatial_dims
+    if guide_meta.spatial_dims != d:
+        raise MismatchError(f"{guide_name}: the guide is {guide_meta.spatial_dims}D but the target is {d}D")
+    if _georeferenced(target_meta) or _georeferenced(guide_meta):
+        _check_crs(target_meta, guide_meta, guide_name)  # pixel sizes in two CRSs do not compare
+        units = _units(target_meta)
+        ratio = np.asarray(target_meta.spacing, float) / np.asarray(guide_meta.spacing, float)
+        factors = np.round(ratio)
+        what = f"pixel size {_sizes(guide_meta.spacing, units)}, the target's {_sizes(target_meta.spacing, units)}"
+        exact = np.allclose(ratio, factors, rtol=_SPACING_RTOL)
+    else:
+        t_shape = np.asarray(tuple(target_shape)[-d:], float)
+        g_shape = np.asarray(tuple(guide_shape)[-d:], float)
+        factors = np.floor(g_shape / t_shape)
+        what = f"{_sizes(g_shape, ' pixels')}, the target {_sizes(t_shape, ' pixels')} (no georeferencing)"
+        exact = True
+    if not exact or np.any(factors < 1) or factors.max() < 2:
+        raise MismatchError(
+            f"{guide_name}: {what}: a guide's pixels must be a whole number of times finer than the "
+            "target's (at least 2): give a guide of the same scene on the output grid"
+        )
+    return tuple(int(f) for f in factors)
 
 
 def check_guide_bands(

@@ -8,6 +8,12 @@ trains with the engine's loop (:func:`aesr_sci.training.fit`), then super-resolv
   profile is estimated from the data, a 2D network of the family learns from in-plane patches
   degraded by it (:class:`~aesr_sci.selfsr.InPlanePairs`), and is applied across the thick axis in
   both orthogonal planes, the output on the field-of-view-preserving grid (SMORE, ECLARE).
+- An image with a guide (``guide=``, a co-registered image on the output grid, e.g. Sentinel-2's
+  10 m bands beside its 20 m bands): Wald's protocol on the input scene itself, as
+  ``recipes/sentinel2_guided_x2.yaml`` trains on a product; the scale is the input's pixel size
+  over the guide's, the input and the guide are both degraded by it (DSen2's Gaussian of sigma
+  ``1 / s``, then block means), a guided network learns (degraded input, degraded guide) -> input,
+  then maps (input, guide) onto the guide's grid.
 - An isotropic image with a scale (zero-shot): the network learns to undo the input degraded one
   scale further (``kspace`` for NIfTI, ``gaussian`` for other images), then is applied to the input.
 - :func:`adapt`: a copy of a trained model is fine-tuned on pairs made from the input by the
@@ -35,7 +41,7 @@ from .checkpoint import MODEL_JSON, LoadedModel, load_model
 from .checkpoint import save_model as write_model
 from .data.degrade import Degradation
 from .data.normalize import FOREGROUND_THRESHOLD, Normalizer
-from .errors import DataError, MismatchError, OutputExistsError
+from .errors import DataError, MismatchError, OutputExistsError, ParameterError
 from .infer import predict, select_device, upscale
 from .selfsr import InPlanePairs, SliceGeometry, SliceProfile, estimate_profile, slice_geometry
 from .spatial import Image
@@ -49,18 +55,24 @@ _MIN_LQ = 4  # low-resolution voxels a training patch needs along each axis
 _PATCH = {2: 48, 3: 32}  # largest high-resolution training patch per axis, 2D and 3D
 _SAMPLES = 1000  # items per epoch of the pair sources
 _SPARE_S = 2.0  # seconds kept for writing the output and the model
+_TRAINING = {"batch_size": 16, "lr": 1e-3}  # thick-slice and zero-shot training
+# guided training: recipes/sentinel2_guided_x2.yaml's model, patch (2D; 3D: _PATCH[3]), batch and
+# learning rate (tests/test_selfsupervised.py keeps them in step with the recipe)
+_GUIDED = {"name": "guided_residual", "features": 48, "blocks": 6, "patch": 96, "batch_size": 8, "lr": 5e-4}
 
 
 def selfsr(
     image: Image | str | os.PathLike[str],
     *,
     scale: int | None = None,
+    guide: Any = None,
     minutes: float = 10.0,
+    max_steps: int | None = None,
     save_model: str | os.PathLike[str] | None = None,
     thickness: float | None = None,
-    network: str = "residual",
-    batch_size: int = 16,
-    lr: float = 1e-3,
+    network: str | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     precision: str = "auto",
     device: str | None = None,
     overwrite: bool = False,
@@ -72,20 +84,31 @@ def selfsr(
     Parameters
     ----------
     image
-        A thick-slice NIfTI volume (its scale read from the voxel sizes), or any image with ``scale``.
+        A thick-slice NIfTI volume (its scale read from the voxel sizes), any image with ``scale``,
+        or an image with ``guide``.
     scale
         The factor across the thick axis, or along every axis of an isotropic image (required then).
+        With a guide it comes from the pixel sizes; a ``scale`` given must agree.
+    guide
+        A co-registered image on the output grid (a path, an :class:`~aesr_sci.spatial.Image` or an
+        object :func:`aesr_sci.upscale` accepts), or a list of them finest first: trained by Wald's
+        protocol on the input scene, the output lies on the (first) guide's grid. It is checked as
+        ``upscale --guide`` checks it (:func:`aesr_sci.guide.check_guide`: CRS, pixel size, corner).
     minutes
         Wall-clock budget for training and the final inference (honoured within 10 %).
+    max_steps
+        At most this many training steps (default: as many as the budget allows).
     save_model
         A folder for the trained model (``model.json`` + ``model.safetensors``), which ``aesr-sci
         upscale`` applies to other scans of the same protocol as this function does.
     thickness
         The slice thickness in mm when it differs from the spacing (slices with gaps).
     network
-        A network of the family (:func:`aesr_sci.nets.build_model`).
+        A network of the family (:func:`aesr_sci.nets.build_model`); default ``residual``, or with a
+        guide ``guided_residual`` as ``recipes/sentinel2_guided_x2.yaml`` builds it.
     batch_size, lr
-        Training batch size and peak learning rate.
+        Training batch size and peak learning rate; default 16 and 1e-3, with a guide the recipe's
+        8 and 5e-4.
     precision, device
         As for :func:`aesr_sci.infer.upscale`; training uses the same precision.
     overwrite
@@ -100,13 +123,17 @@ def selfsr(
     Image
         The super-resolved image in the input's units, with exact metadata: a thick-slice volume on
         the field-of-view-preserving grid (:func:`~aesr_sci.selfsr.output_meta`), an isotropic one
-        zoomed as the degradation's grid convention defines.
+        zoomed as the degradation's grid convention defines, a guided one on the guide's grid with
+        the input's band names, dtype and nodata.
 
     Raises
     ------
     DataError
-        An isotropic image (or a 2D raster) without ``scale``, two thick axes, or an input too small
-        for a training patch.
+        An isotropic image (or a 2D raster) without ``scale`` or ``guide``, two thick axes, or an
+        input too small for a training patch.
+    MismatchError
+        A guide off the input's grid (another CRS, a pixel size that is not a whole fraction of the
+        input's, a corner elsewhere), or a ``scale`` the guide contradicts.
     OutputExistsError
         A model in ``save_model`` without ``overwrite``.
 
@@ -115,6 +142,7 @@ def selfsr(
     >>> out = selfsr("t2_thick.nii.gz", minutes=10)  # doctest: +SKIP
     >>> out.meta.spacing  # doctest: +SKIP
     (0.9, 0.9, 0.917)
+    >>> sharp = selfsr("scene_20m.tif", guide="scene_10m.tif", minutes=10)  # doctest: +SKIP
     """
     from .io import read
 
@@ -123,18 +151,18 @@ def selfsr(
     if save_model is not None and (Path(save_model) / MODEL_JSON).exists() and not overwrite:
         raise OutputExistsError(f"{save_model} holds a model already: give --overwrite or another folder")
     img = image if isinstance(image, Image) else read(image)
-    geometry = slice_geometry(img.meta, scale=scale, thickness=thickness, name=source)
     torch.manual_seed(seed)
-    if geometry.axis is None:
-        pairs, loaded = _zero_shot(img, geometry, source, network, seed)
-    else:
-        pairs, loaded = _thick_slices(img, geometry, source, network, seed)
+    pairs, loaded, geometry, guides = _prepare(img, guide, scale, thickness, source, network, seed)
     dev = select_device(device)
     reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = _training_minutes(minutes, time.perf_counter() - started, reserve, source)
-    options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
+    defaults = _GUIDED if guides else _TRAINING
+    options = {"batch_size": batch_size or defaults["batch_size"], "lr": lr or defaults["lr"]}
+    options |= {"precision": precision, "progress": progress, "seed": seed}
+    if max_steps:
+        options["steps"] = max_steps
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
-    out = upscale(img, loaded, precision=precision, device=dev)
+    out = upscale(img, loaded, guide=guides or None, precision=precision, device=dev)
     if save_model is not None:
         write_model(save_model, loaded.network, loaded.config)
     minutes_taken = (time.perf_counter() - started) / 60
@@ -144,6 +172,26 @@ def selfsr(
         operation="selfsr", steps=steps, minutes=round(minutes_taken, 3), slice_profile=thick.get("profile")
     )
     return Image(out.data, meta, mask=out.mask)
+
+
+def _prepare(
+    img: Image,
+    guide: Any,
+    scale: int | None,
+    thickness: float | None,
+    source: str,
+    network: str | None,
+    seed: int,
+) -> tuple[Dataset, LoadedModel, SliceGeometry | None, list[Image]]:
+    """The pairs and the untrained model of the input's kind (guided, thick-slice or zero-shot), the
+    thick-slice geometry (None with a guide) and the guide images (none without)."""
+    if guide is not None:
+        pairs, loaded, guides = _guided(img, guide, scale, source, network or _GUIDED["name"], seed)
+        return pairs, loaded, None, guides
+    geometry = slice_geometry(img.meta, scale=scale, thickness=thickness, name=source)
+    make = _zero_shot if geometry.axis is None else _thick_slices
+    pairs, loaded = make(img, geometry, source, network or "residual", seed)
+    return pairs, loaded, geometry, []
 
 
 def _training_minutes(minutes: float, spent_s: float, reserve_s: float, source: str) -> float:
@@ -323,17 +371,92 @@ def _zero_shot(
     return pairs, LoadedModel(net, config, Path("selfsr"))
 
 
+def _guide_grid(
+    img: Image, guide: Any, scale: int | None, source: str
+) -> tuple[list[Image], Image, tuple[int, ...]]:
+    """The guide images (finest first), the input cropped to the part they cover, and the scale
+    (the input's pixel size over the first guide's), checked as ``upscale --guide`` checks them."""
+    from .guide import crop_to_guide, guide_scale
+    from .infer import read_guides
+
+    images, names = read_guides(guide)
+    first = images[0]
+    shapes = {"target_shape": img.spatial_shape, "guide_shape": first.spatial_shape}
+    factors = guide_scale(img.meta, first.meta, **shapes, guide_name=names[0])
+    if scale is not None and factors != (scale,) * len(factors):
+        raise MismatchError(
+            f"{names[0]}: the guide's pixels are {'x'.join(map(str, factors))} times finer than {source}'s, "
+            f"not {scale}: leave out --scale with a guide (the guide sets it)"
+        )
+    target, _, _ = crop_to_guide(img, images, factors, guide_names=names)
+    return images, target, factors
+
+
+def _guided(
+    img: Image, guide: Any, scale: int | None, source: str, name: str, seed: int
+) -> tuple[Dataset, LoadedModel, list[Image]]:
+    """Wald's protocol on the input scene: pairs of (the input and its guide, both degraded by the
+    scale) -> the input, an untrained guided network, and the guide images (finest first)."""
+    from .data.dataset import PairDataset
+    from .guide import dsen2_sigma
+    from .nets import build_model
+    from .nets.registry import is_guided
+
+    if not is_guided(name):
+        raise ParameterError(
+            f"network {name!r} takes no guide: use guided_residual or guided_dual with a guide"
+        )
+    images, target, factors = _guide_grid(img, guide, scale, source)
+    dims = img.spatial_dims
+    deg = Degradation("gaussian", factors, {"sigma": dsen2_sigma(factors)})
+    patch = _patch(target.spatial_shape, factors, _GUIDED["patch"] if dims == 2 else _PATCH[3], source)
+    pairs = PairDataset(
+        [img],
+        guides=[images],
+        spatial_dims=dims,
+        patch_size=patch,
+        degradation=deg,
+        samples_per_epoch=_SAMPLES,
+        seed=seed,
+    )
+    options = {k: _GUIDED[k] for k in ("features", "blocks")} if name == _GUIDED["name"] else {}
+    net = build_model(
+        name,
+        spatial_dims=dims,
+        in_channels=img.channels,
+        scale=list(factors),
+        convention=deg.convention,
+        guide_channels=pairs.guide_channels,
+        **options,
+    )
+    first_guides = pairs.sources[0].guides
+    guided = {
+        "guide_channels": pairs.guide_channels,
+        "guide_band_names": [n for g in first_guides for n in (g.meta.band_names or ("",) * g.channels)],
+        "guide_statistics": {"policy": pairs.policy, "threshold": FOREGROUND_THRESHOLD},
+        "guide_factors": [list(g.factor) for g in first_guides],
+    }
+    config = _config(
+        net, deg, pairs.policy, spatial_dims=dims, band_names=list(img.meta.band_names or []), **guided
+    )
+    return pairs, LoadedModel(net, config, Path("selfsr")), images
+
+
 def _inference_seconds(
-    loaded: LoadedModel, img: Image, geometry: SliceGeometry, device: torch.device, precision: str
+    loaded: LoadedModel, img: Image, geometry: SliceGeometry | None, device: torch.device, precision: str
 ) -> float:
-    """The final inference's time, extrapolated from one timed pass of the (untrained) network over a sample.
+    """The final inference's time, extrapolated from one timed pass of the (untrained) network over a
+    sample (with a zero guide of the matching size for a guided network).
 
     A first pass on one plane goes untimed: the first call builds the kernels (bfloat16 ones take
     seconds), and timing it overstated the final inference, leaving little time to train.
     """
     net = loaded.network.to(device).eval()
     shape = img.spatial_shape
-    if geometry.axis is not None:  # planes (thick axis, in-plane axis), both orientations
+    guide = None
+    if (
+        geometry is not None and geometry.axis is not None
+    ):  # planes (thick axis, in-plane axis), both orientations
         a, b = geometry.in_plane
         n = min(16, shape[b])
         sample = torch.zeros(n, loaded.in_channels, shape[geometry.axis], shape[a])
@@ -342,9 +465,12 @@ def _inference_seconds(
         crop = tuple(min(n, 64 if len(shape) == 2 else 24) for n in shape)
         sample = torch.zeros(1, img.channels, *crop)
         factor = math.prod(shape) / math.prod(crop)
-    predict(net, sample[:1], device=device, precision=precision)  # warm-up: kernels made on first call
+        if loaded.guide_channels:
+            guide = torch.zeros(1, loaded.guide_channels, *(n * s for n, s in zip(crop, loaded.scale)))
+    first = None if guide is None else guide[:1]
+    predict(net, sample[:1], device=device, precision=precision, guide=first)  # warm-up: kernels made
     t0 = time.perf_counter()
-    predict(net, sample, device=device, precision=precision)
+    predict(net, sample, device=device, precision=precision, guide=guide)
     seconds = (time.perf_counter() - t0) * factor
     log.info("selfsr: the final inference should take about %.1f s", seconds)
     return float(np.clip(seconds, 0.0, None))

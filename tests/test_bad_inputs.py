@@ -413,6 +413,43 @@ def adapt_a_guided_model(tmp: Path) -> Case:
     )
 
 
+# selfsr --guide (issue 17): the guide is checked as upscale --guide checks it, before any training
+def _selfsr_guided(tmp: Path, *extra: str, **guide: Any) -> list[str]:
+    _, target, guide_path = _guided(tmp, **guide)
+    return [
+        "selfsr",
+        str(target),
+        str(tmp / "o.tif"),
+        "--guide",
+        str(guide_path),
+        "--minutes",
+        "0.01",
+        *extra,
+    ]
+
+
+def selfsr_guide_in_another_crs(tmp: Path) -> Case:
+    return Case(_selfsr_guided(tmp, crs="EPSG:32633"), ["g_10m.tif", "EPSG:32633", "EPSG:32618"])
+
+
+def selfsr_guide_not_a_whole_fraction_of_the_pixel_size(tmp: Path) -> Case:
+    from affine import Affine
+
+    args = _selfsr_guided(tmp, transform=Affine(15.0, 0.0, 585000.0, 0.0, -15.0, 4415000.0))
+    return Case(args, ["g_10m.tif", "15 x 15 m", "20 x 20 m", "whole number of times finer"])
+
+
+def selfsr_guide_shifted_off_the_grid(tmp: Path) -> Case:
+    from affine import Affine
+
+    args = _selfsr_guided(tmp, transform=Affine(10.0, 0.0, 585002.5, 0.0, -10.0, 4415000.0))
+    return Case(args, ["g_10m.tif", "shifted off the target's grid by 0 x 0.25 guide pixels", "gdalwarp"])
+
+
+def selfsr_scale_contradicts_the_guide(tmp: Path) -> Case:
+    return Case(_selfsr_guided(tmp, "--scale", "3"), ["g_10m.tif", "2x2 times finer", "not 3", "--scale"])
+
+
 GUIDE_ROWS: list[Callable[[Path], Case]] = [
     guide_in_another_crs,
     guide_at_another_pixel_size,
@@ -423,6 +460,10 @@ GUIDE_ROWS: list[Callable[[Path], Case]] = [
     guide_with_several_inputs,
     evaluate_guides_do_not_pair,
     adapt_a_guided_model,
+    selfsr_guide_in_another_crs,
+    selfsr_guide_not_a_whole_fraction_of_the_pixel_size,
+    selfsr_guide_shifted_off_the_grid,
+    selfsr_scale_contradicts_the_guide,
 ]
 
 

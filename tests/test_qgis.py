@@ -232,6 +232,61 @@ def test_missing_commands_and_options_are_named(tmp_path: Path) -> None:
         runner.check_executable(str(tmp_path / "nowhere"))
 
 
+_SELFSR_ARGUMENTS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from aesr_sci_processing.algorithms import SelfsrAlgorithm
+alg = SelfsrAlgorithm()
+alg.initAlgorithm()
+values = {"INPUT": "in_20m.tif", "OUTPUT": "out.tif", "GUIDE": "g_10m.tif", "GUIDE_2": "g_20m.tif", "MINUTES": "0.5"}
+order = [d.name() for d in alg.parameterDefinitions() if d.name() in values]
+print(json.dumps([alg.arguments({name: values[name] for name in order}), order]))
+"""
+
+
+def _system_qgis_python() -> bool:
+    probe = ["/usr/bin/python3", "-c", "import qgis.core"]
+    return (
+        Path(probe[0]).is_file() and subprocess.run(probe, capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.mark.skipif(not _system_qgis_python(), reason="QGIS's Python bindings are not installed")
+def test_qgis_selfsr_passes_its_guides_to_the_command_line(tmp_path: Path) -> None:
+    """The selfsr algorithm's GUIDE and GUIDE_2 become ``--guide`` twice, finest first, and the
+    command line has the options it passes."""
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(tmp_path),
+    }
+    run = subprocess.run(
+        ["/usr/bin/python3", "-c", _SELFSR_ARGUMENTS, str(plugin_source().parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    (args, options, outputs), order = json.loads(run.stdout.strip().splitlines()[-1])
+    assert args == [
+        "selfsr",
+        "in_20m.tif",
+        "out.tif",
+        "--guide",
+        "g_10m.tif",
+        "--guide",
+        "g_20m.tif",
+        "--minutes",
+        "0.5",
+    ]
+    assert order.index("GUIDE") < order.index("GUIDE_2") and outputs == ["out.tif"]
+    help_text = CliRunner().invoke(main, ["selfsr", "--help"]).output
+    assert all(option in help_text for option in options)
+
+
 # ------------------------------------------------------------------------------ QGIS, headless
 needs_qgis = pytest.mark.skipif(not QGIS_PROCESS.is_file(), reason=f"QGIS is not installed ({QGIS_PROCESS})")
 

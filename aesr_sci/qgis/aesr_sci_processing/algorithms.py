@@ -275,12 +275,17 @@ class GuidedUpscaleAlgorithm(AesrSciAlgorithm):
 class SelfsrAlgorithm(AesrSciAlgorithm):
     COMMAND = "selfsr"
     POSITIONAL = ("INPUT", "OUTPUT")
+    OPTIONS = (("GUIDE_2", "--guide"),)
     FEATURE = "self-supervised super-resolution"
     ID = "selfsr"
     TITLE = "Self-supervised super-resolution (selfsr)"
     HELP = (
         "Trains a network on pairs made from the input raster alone (and its guide, if given) within "
-        "the time budget, then super-resolves it: aesr-sci selfsr. No trained model is needed."
+        "the time budget, then super-resolves it: aesr-sci selfsr. No trained model is needed. With a "
+        "guide (a co-registered raster on the output grid, e.g. Sentinel-2's 10 m bands for its 20 m "
+        "bands) a guided network learns by Wald's protocol on the input scene (aesr-sci selfsr "
+        "--guide); the scale is the input's pixel size over the guide's and the output lands on the "
+        "guide's grid. A second, coarser guide (e.g. the 20 m bands for the 60 m bands) is optional."
     )
 
     def initAlgorithm(self, config=None):
@@ -292,6 +297,11 @@ class SelfsrAlgorithm(AesrSciAlgorithm):
         self.addParameter(
             QgsProcessingParameterRasterLayer(
                 "GUIDE", self.tr("Guide raster on the output grid (optional)"), optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                "GUIDE_2", self.tr("Second, coarser guide raster (optional)"), optional=True
             )
         )
         self.addParameter(
