@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+#: the shared data folder: AESR_SCI_DATA, else ../shared/data beside the checkout
+DATA = Path(os.environ.get("AESR_SCI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def emit(lines: Sequence[str], out: Path | None) -> None:

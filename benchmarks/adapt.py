@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _report import emit  # noqa: E402
+from _report import DATA, emit  # noqa: E402
 
-DATA = Path(os.environ.get("AESR_SCI_DATA", HERE.parents[1] / "shared" / "data"))
 DEFAULT_FILES = (
     "mri/brats/pat0006/T1c_subtrMeanDivStd.nii.gz",
     "mri/clinical/MR.nii.gz",
