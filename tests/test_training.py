@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -170,16 +171,22 @@ def test_float16_adversarial_step_on_cuda() -> None:
     assert step.disc_scaler.is_enabled() and step.disc_scaler.get_scale() > 0
 
 
+def _run(budget: StepBudget, clock: dict[str, float], seconds: Callable[[int], float]) -> int:
+    """Steps until ``budget`` stops them, the fake clock advancing ``seconds(step)`` a step."""
+    step = 0
+    while step < budget.total:
+        clock["t"] += seconds(step)
+        step += 1
+        if not budget.after_step(step):
+            break
+    return step
+
+
 def test_the_budget_fits_the_steps_to_the_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = {"t": 100.0}
     monkeypatch.setattr(budget_module, "perf_counter", lambda: clock["t"])
     budget = StepBudget(1000, minutes=1.0)
-    step = 0
-    while step < budget.total:
-        clock["t"] += 1.0  # one second a step
-        step += 1
-        if not budget.after_step(step):
-            break
+    step = _run(budget, clock, lambda _: 1.0)  # one second a step
     # 20 steps timed at 1 s after 5 of warm-up: 25 done, then what fits 90 % of 60 s: 54 - 25 more
     assert budget.fitted and budget.total == 54 and step == 54
     assert budget.elapsed() == 54.0
@@ -190,12 +197,7 @@ def test_the_budget_is_fitted_again_when_the_first_steps_were_slow(monkeypatch: 
     clock = {"t": 0.0}
     monkeypatch.setattr(budget_module, "perf_counter", lambda: clock["t"])
     budget = StepBudget(10_000, minutes=10.0)
-    step = 0
-    while step < budget.total:
-        clock["t"] += 3.0 if step < 25 else 0.5  # 3 s a step while the cache fills, then 0.5 s
-        step += 1
-        if not budget.after_step(step):
-            break
+    step = _run(budget, clock, lambda i: 3.0 if i < 25 else 0.5)  # 3 s a step while the cache fills
     # fitted on the first 20 timed steps alone it would stop near (540 - 75) / 3 + 25 = 180 steps
     assert step > 900 and budget.elapsed() <= 600.0
     assert budget.total <= budget.limit
