@@ -235,6 +235,7 @@ def train(
         out_dir if out_dir is not None else Path("runs") / recipe.name, writes=placement.writes
     )
     plan = _plan(recipe, run, resume=resume, overwrite=overwrite)
+    placement.barrier()  # every process has checked the folder before rank 0 writes into it
     if plan.state.done:
         log.warning(
             "%s: the run finished at step %d: nothing to do (raise train.max_steps or train.max_minutes "

@@ -241,6 +241,26 @@ def test_distributed_two_cpu_processes(tmp_path: Path) -> None:
     assert (tmp_path / "ddp" / "model" / "model.safetensors").is_file()
 
 
+def test_every_process_checks_the_run_folder_before_rank_0_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torchrun, a process that checked the folder after rank 0 had written into it refused
+    the run as "not empty" (exit 2 on one rank, a crash on the other): a barrier now separates them."""
+    from aesr_sci.training import device, rundir
+
+    events: list[str] = []
+    monkeypatch.setattr(device.Placement, "barrier", lambda self: events.append("barrier"))
+    prepare, start = rundir.RunDirectory.prepare, rundir.RunDirectory.start
+    monkeypatch.setattr(
+        rundir.RunDirectory, "prepare", lambda self, **k: (events.append("check"), prepare(self, **k))[1]
+    )
+    monkeypatch.setattr(
+        rundir.RunDirectory, "start", lambda self, *a, **k: (events.append("write"), start(self, *a, **k))[1]
+    )
+    train(tiny_recipe(write_volumes(tmp_path / "data"), max_steps=1), out_dir=tmp_path / "run")
+    assert events[:3] == ["check", "barrier", "write"]
+
+
 def test_model_json_records_the_band_names_and_dtype(tmp_path: Path, make_geotiff) -> None:
     """model.json's band names and dtype come from the data (they used to be always empty and null)."""
     from aesr_sci.nets import build_model
