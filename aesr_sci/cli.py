@@ -365,7 +365,8 @@ def train(
     type=click.FloatRange(0, min_open=True),
     default=None,
     metavar="MINUTES",
-    help="Fine-tune a copy of MODEL on the input (degraded one scale further) for MINUTES first; one INPUT.",
+    help="Fine-tune a copy of MODEL on the input (degraded one scale further; with --guide, the input "
+    "and its guide by Wald's protocol) for MINUTES first; one INPUT.",
 )
 @click.option(
     "--patch-size",
@@ -457,7 +458,14 @@ def upscale(
     _check_upscale_paths(paths, guides=guides, overwrite=overwrite, skip_existing=skip_existing)
     if adapt is not None:
         model = _adapted(
-            model, paths, adapt, overwrite=overwrite, device=device, precision=precision, ctx=ctx
+            model,
+            paths,
+            adapt,
+            guides=guides,
+            overwrite=overwrite,
+            device=device,
+            precision=precision,
+            ctx=ctx,
         )
     written = upscale_files(
         model,
@@ -668,12 +676,14 @@ def _adapted(
     paths: tuple[str, ...],
     minutes: float,
     *,
+    guides: tuple[str, ...],
     overwrite: bool,
     device: str | None,
     precision: str,
     ctx: click.Context,
 ) -> Any:
-    """``upscale --adapt``: a copy of MODEL fine-tuned on the one INPUT (the output checked first)."""
+    """``upscale --adapt``: a copy of MODEL fine-tuned on the one INPUT (with its guides for a guided
+    model; the output checked first)."""
     from .fileutil import check_output
     from .selfsupervised import adapt
 
@@ -682,7 +692,13 @@ def _adapted(
     if not os.path.isdir(paths[1]):
         check_output(paths[1], overwrite=overwrite, inputs=[paths[0]])
     return adapt(
-        model, paths[0], minutes=minutes, device=device, precision=precision, progress=not ctx.obj["quiet"]
+        model,
+        paths[0],
+        minutes=minutes,
+        guide=list(guides) or None,
+        device=device,
+        precision=precision,
+        progress=not ctx.obj["quiet"],
     )
 
 

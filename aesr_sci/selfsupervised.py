@@ -56,6 +56,7 @@ _PATCH = {2: 48, 3: 32}  # largest high-resolution training patch per axis, 2D a
 _SAMPLES = 1000  # items per epoch of the pair sources
 _SPARE_S = 2.0  # seconds kept for writing the output and the model
 _TRAINING = {"batch_size": 16, "lr": 1e-3}  # thick-slice and zero-shot training
+_ADAPT = {"batch_size": 16, "lr": 1e-4}  # fine-tuning a trained model without a guide
 # guided training: recipes/sentinel2_guided_x2.yaml's model, patch (2D; 3D: _PATCH[3]), batch and
 # learning rate (tests/test_selfsupervised.py keeps them in step with the recipe)
 _GUIDED = {"name": "guided_residual", "features": 48, "blocks": 6, "patch": 96, "batch_size": 8, "lr": 5e-4}
@@ -215,8 +216,9 @@ def adapt(
     image: Image | str | os.PathLike[str],
     *,
     minutes: float,
-    batch_size: int = 16,
-    lr: float = 1e-4,
+    guide: Any = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
     precision: str = "auto",
     device: str | None = None,
     progress: bool = False,
@@ -225,6 +227,12 @@ def adapt(
     """A copy of ``model`` fine-tuned for ``minutes`` on pairs made from ``image`` (degraded one scale
     further by the model's own degradation, or by its slice profile for a thick-slice model).
 
+    A guided model is fine-tuned by Wald's protocol on the input scene: ``image`` and its ``guide``
+    (as :func:`aesr_sci.infer.upscale` takes it) both degraded by the model's degradation, the
+    network learning (degraded input, degraded guide) -> input, as ``selfsr --guide`` does from
+    scratch. Batch size and learning rate default to 16 and 1e-4, for a guided model to
+    ``selfsr --guide``'s batch (8) and half its peak learning rate.
+
     The model given, and its folder, are left as they are; the copy is returned for
     :func:`aesr_sci.infer.upscale`.
 
@@ -232,28 +240,91 @@ def adapt(
     --------
     >>> adapted = adapt("runs/mri_x2", "clinical.nii.gz", minutes=3)  # doctest: +SKIP
     >>> out = upscale("clinical.nii.gz", adapted)  # doctest: +SKIP
+    >>> tuned = adapt("runs/sentinel2_guided_x2", "S2_20m.tif", guide="S2_10m.tif", minutes=10)  # doctest: +SKIP
     """
     from .io import read
 
     source = "the input" if isinstance(image, Image) else str(image)
     img = image if isinstance(image, Image) else read(image)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    if loaded.guide_channels:
-        raise MismatchError(
-            f"{loaded.path}: a guided model is not fine-tuned on its input (adapt makes pairs from the "
-            "input alone): upscale without --adapt, or retrain the recipe on this scene with its guide"
-        )
     config = copy.deepcopy(loaded.config)
     own = LoadedModel(copy.deepcopy(loaded.network), config, loaded.path)
-    if config.get("selfsr"):
+    guided = bool(loaded.guide_channels) or guide is not None
+    if guided:
+        pairs: Dataset = _adapt_guided_pairs(own, img, guide, source, seed)
+    elif config.get("selfsr"):
         geometry = slice_geometry(img.meta, scale=int(config["selfsr"]["scale"]), name=source)
         profile = SliceProfile.from_dict(config["selfsr"]["profile"])
-        pairs: Dataset = _in_plane_pairs(img, geometry, profile, own.normalization, source, seed)
+        pairs = _in_plane_pairs(img, geometry, profile, own.normalization, source, seed)
     else:
         pairs = _degraded_pairs(img, own.degradation, own.normalization, own.statistics, source, seed)
-    options = {"batch_size": batch_size, "lr": lr, "precision": precision, "progress": progress, "seed": seed}
+    defaults = {"batch_size": _GUIDED["batch_size"], "lr": _GUIDED["lr"] / 2} if guided else _ADAPT
+    options = {"batch_size": batch_size or defaults["batch_size"], "lr": lr or defaults["lr"]}
+    options |= {"precision": precision, "progress": progress, "seed": seed}
     _train(own, pairs, "adapted", {"input": source}, minutes=minutes, device=device, **options)
     return own
+
+
+def _adapt_guided_pairs(loaded: LoadedModel, img: Image, guide: Any, source: str, seed: int) -> Dataset:
+    """Wald's pairs of ``img`` and its guide for a guided model, checked as ``upscale --guide``
+    checks them (band counts, CRS, pixel size, corner) and at the model's own scale."""
+    from .guide import check_guide_bands
+    from .infer import read_guides
+
+    images, names = read_guides(guide)
+    first = names[0] if names else "guide"
+    check_guide_bands(
+        loaded.guide_channels,
+        sum(g.channels for g in images) or None,
+        guide_name=first,
+        names=loaded.guide_band_names,
+    )
+    target, factors = _guide_grid(img, images, names, None, source)
+    if tuple(factors) != tuple(loaded.scale):
+        raise MismatchError(
+            f"{first}: the guide's pixels are {'x'.join(map(str, factors))} times finer than {source}'s, "
+            f"the model's scale is {'x'.join(map(str, loaded.scale))}: give the guide the model was trained for"
+        )
+    return _wald_pairs(
+        img,
+        images,
+        target,
+        loaded.degradation,
+        loaded.normalization,
+        loaded.statistics.get("policy"),
+        source,
+        seed,
+    )
+
+
+def _wald_pairs(
+    img: Image,
+    images: list[Image],
+    target: Image,
+    degradation: Degradation,
+    normalizer: Any,
+    policy: str | None,
+    source: str,
+    seed: int,
+) -> Any:
+    """Wald's pairs of one scene: (``img`` and its guide ``images`` both degraded by ``degradation``)
+    -> ``img``, patches as large as ``target`` (the part of ``img`` the guides cover) allows."""
+    from .data.dataset import PairDataset
+
+    dims = img.spatial_dims
+    scale = degradation.scale_for(dims)
+    patch = _patch(target.spatial_shape, scale, _GUIDED["patch"] if dims == 2 else _PATCH[3], source)
+    return PairDataset(
+        [img],
+        guides=[images],
+        spatial_dims=dims,
+        patch_size=patch,
+        degradation=degradation,
+        normalizer=normalizer,
+        samples_per_epoch=_SAMPLES,
+        policy=policy,
+        seed=seed,
+    )
 
 
 def _train(loaded: LoadedModel, pairs: Dataset, key: str, info: dict[str, Any], **options: Any) -> int:
@@ -372,14 +443,12 @@ def _zero_shot(
 
 
 def _guide_grid(
-    img: Image, guide: Any, scale: int | None, source: str
-) -> tuple[list[Image], Image, tuple[int, ...]]:
-    """The guide images (finest first), the input cropped to the part they cover, and the scale
-    (the input's pixel size over the first guide's), checked as ``upscale --guide`` checks them."""
+    img: Image, images: list[Image], names: list[str], scale: int | None, source: str
+) -> tuple[Image, tuple[int, ...]]:
+    """The input cropped to the part the guide ``images`` (finest first) cover, and the scale (the
+    input's pixel size over the first guide's), checked as ``upscale --guide`` checks them."""
     from .guide import crop_to_guide, guide_scale
-    from .infer import read_guides
 
-    images, names = read_guides(guide)
     first = images[0]
     shapes = {"target_shape": img.spatial_shape, "guide_shape": first.spatial_shape}
     factors = guide_scale(img.meta, first.meta, **shapes, guide_name=names[0])
@@ -389,7 +458,7 @@ def _guide_grid(
             f"not {scale}: leave out --scale with a guide (the guide sets it)"
         )
     target, _, _ = crop_to_guide(img, images, factors, guide_names=names)
-    return images, target, factors
+    return target, factors
 
 
 def _guided(
@@ -397,8 +466,8 @@ def _guided(
 ) -> tuple[Dataset, LoadedModel, list[Image]]:
     """Wald's protocol on the input scene: pairs of (the input and its guide, both degraded by the
     scale) -> the input, an untrained guided network, and the guide images (finest first)."""
-    from .data.dataset import PairDataset
     from .guide import dsen2_sigma
+    from .infer import read_guides
     from .nets import build_model
     from .nets.registry import is_guided
 
@@ -406,19 +475,11 @@ def _guided(
         raise ParameterError(
             f"network {name!r} takes no guide: use guided_residual or guided_dual with a guide"
         )
-    images, target, factors = _guide_grid(img, guide, scale, source)
+    images, names = read_guides(guide)
+    target, factors = _guide_grid(img, images, names, scale, source)
     dims = img.spatial_dims
     deg = Degradation("gaussian", factors, {"sigma": dsen2_sigma(factors)})
-    patch = _patch(target.spatial_shape, factors, _GUIDED["patch"] if dims == 2 else _PATCH[3], source)
-    pairs = PairDataset(
-        [img],
-        guides=[images],
-        spatial_dims=dims,
-        patch_size=patch,
-        degradation=deg,
-        samples_per_epoch=_SAMPLES,
-        seed=seed,
-    )
+    pairs = _wald_pairs(img, images, target, deg, None, None, source, seed)
     options = {k: _GUIDED[k] for k in ("features", "blocks")} if name == _GUIDED["name"] else {}
     net = build_model(
         name,

@@ -9,12 +9,18 @@ evaluation's guided scoring (PSNR and SSIM of reflectance, RMSE in digital numbe
 degrees, overall and per band) beside bicubic and high-pass injection (HPF,
 :mod:`aesr_sci.pansharpen`) on the same grid. The time it took is reported against the budget.
 
+With ``--adapt MODEL`` (a guided model trained on other scenes, e.g. ``sentinel2_guided_x2`` by
+``benchmarks/quality.py``), the model is scored as it is and after ``upscale --adapt``
+(:func:`aesr_sci.adapt` with the guide: Wald's pairs of the same degraded pair, so the
+fine-tuning never sees the reference either) for ``--minutes``, instead of selfsr from scratch.
+
 The default scene is the DSen2 T49JGM crop (no georeferencing: the two files are matched by
-shape, as ``check_guide`` does), never seen by selfsr in any other form.
+shape, as ``check_guide`` does), never seen by selfsr or the model's training in any other form.
 
 Usage::
 
     python benchmarks/selfsr_guided.py --minutes 10 [--data ../shared/data/sat/sentinel2_T49JGM] [--out FILE]
+    python benchmarks/selfsr_guided.py --minutes 10 --adapt runs/quality/sentinel2_guided_x2
     python benchmarks/selfsr_guided.py --minutes 0.2          # smoke test
 """
 
@@ -58,8 +64,9 @@ def held_out(folder: Path):
     )
 
 
-def run(folder: Path, minutes: float, progress: bool) -> tuple[dict, float, int]:
-    """The evaluation report of selfsr --guide and the baselines on the scene, its seconds and steps."""
+def run(folder: Path, minutes: float, progress: bool, model: Path | None = None) -> tuple[dict, float, int]:
+    """The evaluation report of selfsr --guide (or of ``model`` before and after ``--adapt``) and
+    the baselines on the scene, the seconds and steps of the training."""
     import aesr_sci
     from aesr_sci.evaluation import _best
     from aesr_sci.spatial import Image
@@ -67,30 +74,42 @@ def run(folder: Path, minutes: float, progress: bool) -> tuple[dict, float, int]
     case = held_out(folder)
     # the degraded guide lies on the reference's grid: its metadata says so (as evaluate does)
     guide = Image(case.guide.data, case.meta.replace(band_names=case.guide.meta.band_names), case.guide.mask)
+    baselines = {name: case.score(case.baseline(name)) for name in ("cubic", "hpf")}
     t0 = time.perf_counter()
-    out = aesr_sci.selfsr(case.lq, guide=guide, minutes=minutes, progress=progress)
+    if model is None:
+        out = aesr_sci.selfsr(case.lq, guide=guide, minutes=minutes, progress=progress)
+        steps = int(out.meta.provenance.get("steps", 0))
+    else:
+        baselines["unadapted"] = case.score(
+            case.normalize(aesr_sci.upscale(case.lq, model, guide=guide).data)
+        )
+        t0 = time.perf_counter()
+        adapted = aesr_sci.adapt(str(model), case.lq, guide=guide, minutes=minutes, progress=progress)
+        out = aesr_sci.upscale(case.lq, adapted, guide=guide)
+        steps = int(adapted.config["adapted"]["steps"])
     seconds = time.perf_counter() - t0
-    entry = {
-        "path": case.path,
-        "model": case.score(case.normalize(out.data)),
-        "baselines": {name: case.score(case.baseline(name)) for name in ("cubic", "hpf")},
-    }
-    entry |= _best(entry)
+    entry = {"path": case.path, "model": case.score(case.normalize(out.data)), "baselines": baselines}
+    entry |= _best({**entry, "baselines": {k: v for k, v in baselines.items() if k != "unadapted"}})
     report = {"guided": True, "scale": [SCALE, SCALE], "files": [entry], "mean": entry}
-    return report, seconds, int(out.meta.provenance.get("steps", 0))
+    return report, seconds, steps
 
 
-def table(report: dict, seconds: float, steps: int, minutes: float, bands: list[str]) -> list[str]:
+def table(
+    report: dict, seconds: float, steps: int, minutes: float, bands: list[str], model: Path | None = None
+) -> list[str]:
     """The markdown table: each method overall and per band, then the time against the budget."""
     entry = report["files"][0]
+    what = "`selfsr --guide`" if model is None else f"`upscale --adapt {minutes:g}` of {model}"
     lines = [
-        f"`selfsr --guide` on {Path(entry['path']).name} (Wald's protocol: 40 m bands + 20 m guide -> 20 m)",
+        f"{what} on {Path(entry['path']).name} (Wald's protocol: 40 m bands + 20 m guide -> 20 m)",
         "",
         "| method | PSNR dB | SSIM | RMSE (DN) | SAM deg | " + " | ".join(f"PSNR {b}" for b in bands) + " |",
         "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in bands) + " |",
     ]
-    methods = [("selfsr --guide", entry["model"]), ("bicubic", entry["baselines"]["cubic"])]
-    methods.append(("HPF", entry["baselines"]["hpf"]))
+    methods = [("selfsr --guide" if model is None else "model + --adapt", entry["model"])]
+    if model is not None:
+        methods.append(("model (unadapted)", entry["baselines"]["unadapted"]))
+    methods += [("bicubic", entry["baselines"]["cubic"]), ("HPF", entry["baselines"]["hpf"])]
     for name, sc in methods:
         per_band = " | ".join(f"{v:.2f}" for v in sc["psnr_per_band"])
         lines.append(
@@ -100,7 +119,8 @@ def table(report: dict, seconds: float, steps: int, minutes: float, bands: list[
         "",
         f"Gain over the best baseline ({entry['best_baseline']}): {entry['gain_db']:+.2f} dB; over bicubic: "
         f"{entry['model']['psnr'] - entry['baselines']['cubic']['psnr']:+.2f} dB. "
-        f"Time: {seconds / 60:.2f} min for a budget of {minutes:g} min ({steps} training steps).",
+        f"Time{'' if model is None else ' of the fine-tuning'}: {seconds / 60:.2f} min for a budget of "
+        f"{minutes:g} min ({steps} training steps).",
     ]
     return lines
 
@@ -113,15 +133,22 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     parser.add_argument("--progress", action="store_true", help="show selfsr's progress bar")
+    parser.add_argument(
+        "--adapt",
+        type=Path,
+        default=None,
+        metavar="MODEL",
+        help="score MODEL before and after upscale --adapt",
+    )
     args = parser.parse_args()
     if not (list(args.data.glob("*_20m.tif")) and list(args.data.glob("*_10m.tif"))):
         parser.error(f"{args.data}: no *_20m.tif and *_10m.tif pair: give --data")
     from aesr_sci.io import read_meta
 
-    report, seconds, steps = run(args.data, args.minutes, args.progress)
+    report, seconds, steps = run(args.data, args.minutes, args.progress, args.adapt)
     meta, _ = read_meta(str(next(args.data.glob("*_20m.tif"))))
     bands = [n or f"band {i + 1}" for i, n in enumerate(meta.band_names or [""] * 6)]
-    emit(table(report, seconds, steps, args.minutes, bands), args.out)
+    emit(table(report, seconds, steps, args.minutes, bands, args.adapt), args.out)
 
 
 if __name__ == "__main__":

@@ -406,10 +406,18 @@ def evaluate_guides_do_not_pair(tmp: Path) -> Case:
     return Case(args, ["1 guide(s) for 2 file(s)", "one guide per file"])
 
 
-def adapt_a_guided_model(tmp: Path) -> Case:
-    model, target, guide = _guided(tmp)
+def adapt_a_guided_model_without_its_guide(tmp: Path) -> Case:
+    model, target, _ = _guided(tmp)
     return Case(
-        [*_upscale_guided(model, target, guide, tmp), "--adapt", "0.1"], ["guided model", "without --adapt"]
+        [*_upscale_guided(model, target, None, tmp), "--adapt", "0.1"], ["model is guided", "--guide"]
+    )
+
+
+def adapt_an_unguided_model_with_a_guide(tmp: Path) -> Case:
+    _, target, guide = _guided(tmp)
+    plain = save_model_dir(tmp / "plain", channels=2)
+    return Case(
+        [*_upscale_guided(plain, target, guide, tmp), "--adapt", "0.1"], ["g_10m.tif", "takes no guide"]
     )
 
 
@@ -459,7 +467,8 @@ GUIDE_ROWS: list[Callable[[Path], Case]] = [
     guide_band_count,
     guide_with_several_inputs,
     evaluate_guides_do_not_pair,
-    adapt_a_guided_model,
+    adapt_a_guided_model_without_its_guide,
+    adapt_an_unguided_model_with_a_guide,
     selfsr_guide_in_another_crs,
     selfsr_guide_not_a_whole_fraction_of_the_pixel_size,
     selfsr_guide_shifted_off_the_grid,

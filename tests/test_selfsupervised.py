@@ -215,6 +215,41 @@ def test_selfsr_guide_lands_on_the_guide_grid_beats_cubic_and_saves_a_guided_mod
     np.testing.assert_allclose(read(again).data[inner], np.round(got[inner]), atol=1.0)
 
 
+def test_upscale_adapt_fine_tunes_a_guided_model_on_the_scene_and_its_guide(tmp_path, monkeypatch):
+    """``upscale --adapt --guide``: Wald's pairs of the input and its guide fine-tune a copy; the
+    output lies on the guide's grid, the model folder is untouched, a guide at another scale refused."""
+    import rasterio
+
+    from aesr_sci import selfsupervised
+
+    monkeypatch.setitem(selfsupervised._GUIDED, "features", 8)
+    monkeypatch.setitem(selfsupervised._GUIDED, "blocks", 1)
+    src, guide, _ = _guided_scene(tmp_path, n=32)
+    model = tmp_path / "model"
+    aesr_sci.selfsr(str(src), guide=str(guide), minutes=30, max_steps=2, batch_size=4, save_model=model)
+    before = _digest(model)
+    plain, adapted = tmp_path / "plain.tif", tmp_path / "adapted.tif"
+    assert _cli("upscale", str(model), str(src), str(plain), "--guide", str(guide)).exit_code == 0
+    result = _cli("upscale", str(model), str(src), str(adapted), "--guide", str(guide), "--adapt", "0.01")
+    assert result.exit_code == 0, result.output
+    assert _digest(model) == before
+    with rasterio.open(adapted) as o, rasterio.open(guide) as g:
+        assert (o.transform, o.crs, o.shape) == (g.transform, g.crs, g.shape)
+    assert not np.array_equal(read(plain).data, read(adapted).data)  # the weights moved
+    tuned = aesr_sci.adapt(str(model), str(src), guide=str(guide), minutes=0.01)
+    assert tuned.config["adapted"]["steps"] >= 1 and tuned.guide_channels == 2
+    coarse = write_geotiff(
+        tmp_path / "in_40m.tif",
+        3,
+        8,
+        8,
+        nodata=None,
+        transform=rasterio.Affine(40.0, 0, 585000.0, 0, -40.0, 4415000.0),
+    )
+    with pytest.raises(MismatchError, match="model's scale is 2x2"):
+        aesr_sci.adapt(str(model), str(coarse), guide=str(guide), minutes=0.01)
+
+
 def test_selfsr_guide_api_takes_images_and_volumes_on_a_finer_grid():
     """A T1 at 1 mm guiding a T2 at 1 x 1 x 2 mm (a NIfTI guide on the co-registered grid): the output
     lies on the T1's grid; a scale the guide contradicts is refused."""
