@@ -702,6 +702,19 @@ def _adapted(
     )
 
 
+def _parse_thickness(ctx: click.Context, param: click.Parameter, value: str | None) -> float | str | None:
+    """``--thickness``: a positive number of mm, or ``auto``."""
+    if value is None or value == "auto":
+        return value
+    try:
+        mm = float(value)
+    except ValueError:
+        mm = float("nan")
+    if not mm > 0 or mm == float("inf"):
+        raise click.BadParameter(f"{value!r} is not a thickness: give a positive number of mm or 'auto'")
+    return mm
+
+
 @main.command(short_help="Super-resolve an image with a network trained on the image itself.")
 @click.argument("input", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=str))
@@ -731,6 +744,14 @@ def _adapted(
     default=None,
     help="Folder for the trained model, for 'aesr-sci upscale' on other scans of the same protocol.",
 )
+@click.option(
+    "--thickness",
+    callback=_parse_thickness,
+    default=None,
+    metavar="MM|auto",
+    help="Slice thickness in mm, the slice profile's width (default: the spacing across the thick axis); "
+    "'auto' fits the width from the data too.",
+)
 @_precision_option
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT and a model in --save-model if they exist.")
@@ -744,6 +765,7 @@ def selfsr(
     guides: tuple[str, ...],
     minutes: float,
     save_model: str | None,
+    thickness: float | str | None,
     precision: str,
     device: str | None,
     overwrite: bool,
@@ -751,7 +773,8 @@ def selfsr(
     """Super-resolve INPUT into OUTPUT with a network trained on INPUT alone, within --minutes.
 
     A thick-slice NIfTI (e.g. 0.9 x 0.9 x 5 mm) teaches a 2D network what its thin in-plane axes
-    look like through its own slice profile (estimated from the data); the network is applied
+    look like through its own slice profile (as wide as the slice thickness, its shape fitted
+    from the data); the network is applied
     across the thick axis in both orthogonal planes and the output lies on the field-of-view
     preserving grid. An isotropic image needs --scale: the network learns to undo the image
     degraded one scale further. With --guide (a co-registered image on the output grid, such as
@@ -776,6 +799,7 @@ def selfsr(
         guide=list(guides) or None,
         minutes=minutes,
         save_model=save_model,
+        thickness=thickness,
         precision=precision,
         device=device,
         overwrite=overwrite,

@@ -70,7 +70,7 @@ def selfsr(
     minutes: float = 10.0,
     max_steps: int | None = None,
     save_model: str | os.PathLike[str] | None = None,
-    thickness: float | None = None,
+    thickness: float | str | None = None,
     network: str | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
@@ -103,7 +103,10 @@ def selfsr(
         A folder for the trained model (``model.json`` + ``model.safetensors``), which ``aesr-sci
         upscale`` applies to other scans of the same protocol as this function does.
     thickness
-        The slice thickness in mm when it differs from the spacing (slices with gaps).
+        The slice thickness in mm when it differs from the spacing (slices with gaps): the width
+        of the slice profile, whose shape is fitted from the data. Default: the spacing across the
+        thick axis. ``"auto"``: the width is fitted from the data too (gaps or overlaps the
+        header does not record; the fit can be misled by in-plane axes blurrier than the grid).
     network
         A network of the family (:func:`aesr_sci.nets.build_model`); default ``residual``, or with a
         guide ``guided_residual`` as ``recipes/sentinel2_guided_x2.yaml`` builds it.
@@ -179,7 +182,7 @@ def _prepare(
     img: Image,
     guide: Any,
     scale: int | None,
-    thickness: float | None,
+    thickness: float | str | None,
     source: str,
     network: str | None,
     seed: int,
@@ -189,9 +192,15 @@ def _prepare(
     if guide is not None:
         pairs, loaded, guides = _guided(img, guide, scale, source, network or _GUIDED["name"], seed)
         return pairs, loaded, None, guides
-    geometry = slice_geometry(img.meta, scale=scale, thickness=thickness, name=source)
-    make = _zero_shot if geometry.axis is None else _thick_slices
-    pairs, loaded = make(img, geometry, source, network or "residual", seed)
+    measure = thickness == "auto"
+    given = None if measure else thickness
+    geometry = slice_geometry(img.meta, scale=scale, thickness=given, name=source)  # type: ignore[arg-type]
+    if geometry.axis is None:
+        pairs, loaded = _zero_shot(img, geometry, source, network or "residual", seed)
+    else:
+        pairs, loaded = _thick_slices(
+            img, geometry, source, network or "residual", seed, measure_width=measure
+        )
     return pairs, loaded, geometry, []
 
 
@@ -405,12 +414,14 @@ def _config(network: torch.nn.Module, degradation: Degradation, policy: str, **e
 
 
 def _thick_slices(
-    img: Image, geometry: SliceGeometry, source: str, name: str, seed: int
+    img: Image, geometry: SliceGeometry, source: str, name: str, seed: int, *, measure_width: bool = False
 ) -> tuple[Dataset, LoadedModel]:
-    """In-plane pairs and an untrained 2D network ``(scale, 1)`` for a thick-slice volume."""
+    """In-plane pairs and an untrained 2D network ``(scale, 1)`` for a thick-slice volume: the slice
+    profile as wide as the slice thickness (or, ``measure_width``, as wide as the data says), its
+    shape fitted from the data."""
     from .nets import build_model
 
-    profile = estimate_profile(img, geometry, seed=seed)
+    profile = estimate_profile(img, geometry, fwhm=None if measure_width else geometry.fwhm, seed=seed)
     pairs = _in_plane_pairs(img, geometry, profile, None, source, seed)
     deg = profile.degradation(spatial_dims=2, axis=0)
     net = build_model(

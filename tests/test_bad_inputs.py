@@ -406,6 +406,12 @@ def evaluate_guides_do_not_pair(tmp: Path) -> Case:
     return Case(args, ["1 guide(s) for 2 file(s)", "one guide per file"])
 
 
+def selfsr_thickness_not_a_number(tmp: Path) -> Case:
+    thick = write_nifti(tmp / "thick.nii.gz", (16, 16, 8), np.diag([1.0, 1.0, 4.0, 1.0]))
+    args = ["selfsr", str(thick), str(tmp / "thin.nii.gz"), "--thickness", "-1"]
+    return Case(args, ["--thickness", "positive number of mm or 'auto'"], usage=True)
+
+
 def adapt_a_guided_model_without_its_guide(tmp: Path) -> Case:
     model, target, _ = _guided(tmp)
     return Case(
@@ -467,6 +473,7 @@ GUIDE_ROWS: list[Callable[[Path], Case]] = [
     guide_band_count,
     guide_with_several_inputs,
     evaluate_guides_do_not_pair,
+    selfsr_thickness_not_a_number,
     adapt_a_guided_model_without_its_guide,
     adapt_an_unguided_model_with_a_guide,
     selfsr_guide_in_another_crs,

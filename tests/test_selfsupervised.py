@@ -82,6 +82,26 @@ def test_selfsr_writes_the_fov_grid_and_its_saved_model_upscales_other_scans_ali
     assert not (tmp_path / "no.nii.gz").exists()
 
 
+def test_the_slice_profile_is_as_wide_as_the_slice_thickness_unless_asked_to_measure_it(
+    tmp_path, monkeypatch
+):
+    """The width is the header's (the spacing) or the thickness given; 'auto' fits it from the data,
+    which a volume whose in-plane axes are blurrier than its grid misleads (as ARC M2208 did)."""
+    from aesr_sci import selfsupervised
+    from aesr_sci.training.loop import FitResult
+
+    # no training: only the profile chosen before it matters here
+    monkeypatch.setattr(
+        selfsupervised, "fit", lambda network, *a, **k: FitResult(network.eval(), 0, 0.0, 0.0)
+    )
+    thick = read(_thick_nifti(tmp_path / "t.nii.gz", s=4))
+    widths = {
+        t: aesr_sci.selfsr(thick, thickness=t).meta.provenance["slice_profile"] for t in (None, 3.0, "auto")
+    }
+    assert widths[None]["fwhm"] == pytest.approx(4.0) and widths[3.0]["fwhm"] == pytest.approx(3.0)
+    assert widths["auto"]["source"] == "data" and widths["auto"]["fwhm"] != pytest.approx(4.0)
+
+
 def test_isotropic_images_learn_from_themselves_degraded_one_scale_further():
     image = Image(_tissues((40, 36))[None], SpatialMeta(np.diag([10.0, 10.0, 1.0])))
     out = aesr_sci.selfsr(image, scale=2, minutes=0.02)
