@@ -457,16 +457,7 @@ def upscale(
 
     _check_upscale_paths(paths, guides=guides, overwrite=overwrite, skip_existing=skip_existing)
     if adapt is not None:
-        model = _adapted(
-            model,
-            paths,
-            adapt,
-            guides=guides,
-            overwrite=overwrite,
-            device=device,
-            precision=precision,
-            ctx=ctx,
-        )
+        model = _adapted(ctx, model, paths, adapt, guides, overwrite, device=device, precision=precision)
     written = upscale_files(
         model,
         list(paths[:-1]),
@@ -672,15 +663,15 @@ def models(spatial_dims: str, channels: int, scale: Any, as_json: bool) -> None:
 
 # ------------------------------------------------------------------------------------- selfsr
 def _adapted(
+    ctx: click.Context,
     model: str,
     paths: tuple[str, ...],
     minutes: float,
-    *,
     guides: tuple[str, ...],
     overwrite: bool,
+    *,
     device: str | None,
     precision: str,
-    ctx: click.Context,
 ) -> Any:
     """``upscale --adapt``: a copy of MODEL fine-tuned on the one INPUT (with its guides for a guided
     model; the output checked first)."""
