@@ -232,16 +232,17 @@ def test_missing_commands_and_options_are_named(tmp_path: Path) -> None:
         runner.check_executable(str(tmp_path / "nowhere"))
 
 
-_SELFSR_ARGUMENTS = """
+_ARGUMENTS = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from aesr_sci_processing.algorithms import SelfsrAlgorithm
-alg = SelfsrAlgorithm()
+from aesr_sci_processing import algorithms
+alg = getattr(algorithms, sys.argv[2])()
 alg.initAlgorithm()
-values = {"INPUT": "in_20m.tif", "OUTPUT": "out.tif", "GUIDE": "g_10m.tif", "GUIDE_2": "g_20m.tif", "MINUTES": "0.5"}
+values = json.loads(sys.argv[3])
 order = [d.name() for d in alg.parameterDefinitions() if d.name() in values]
 print(json.dumps([alg.arguments({name: values[name] for name in order}), order]))
 """
+_GUIDED = {"INPUT": "in_20m.tif", "OUTPUT": "out.tif", "GUIDE": "g_10m.tif", "GUIDE_2": "g_20m.tif"}
 
 
 def _system_qgis_python() -> bool:
@@ -252,9 +253,47 @@ def _system_qgis_python() -> bool:
 
 
 @pytest.mark.skipif(not _system_qgis_python(), reason="QGIS's Python bindings are not installed")
-def test_qgis_selfsr_passes_its_guides_to_the_command_line(tmp_path: Path) -> None:
-    """The selfsr algorithm's GUIDE and GUIDE_2 become ``--guide`` twice, finest first, and the
-    command line has the options it passes."""
+@pytest.mark.parametrize(
+    ("algorithm", "values", "expected"),
+    [
+        (
+            "SelfsrAlgorithm",
+            {**_GUIDED, "MINUTES": "0.5"},
+            [
+                "selfsr",
+                "in_20m.tif",
+                "out.tif",
+                "--guide",
+                "g_10m.tif",
+                "--guide",
+                "g_20m.tif",
+                "--minutes",
+                "0.5",
+            ],
+        ),
+        (
+            "GuidedUpscaleAlgorithm",
+            {**_GUIDED, "MODEL": "m", "ADAPT": "10.0"},
+            [
+                "upscale",
+                "m",
+                "in_20m.tif",
+                "out.tif",
+                "--guide",
+                "g_10m.tif",
+                "--guide",
+                "g_20m.tif",
+                "--adapt",
+                "10.0",
+            ],
+        ),
+    ],
+)
+def test_qgis_algorithms_pass_guides_and_options_to_the_command_line(
+    tmp_path: Path, algorithm: str, values: dict, expected: list
+) -> None:
+    """GUIDE and GUIDE_2 become ``--guide`` twice, finest first; ADAPT is ``--adapt``; and the
+    command line has the options the algorithm passes."""
     env = {
         **os.environ,
         "QT_QPA_PLATFORM": "offscreen",
@@ -262,7 +301,7 @@ def test_qgis_selfsr_passes_its_guides_to_the_command_line(tmp_path: Path) -> No
         "XDG_RUNTIME_DIR": str(tmp_path),
     }
     run = subprocess.run(
-        ["/usr/bin/python3", "-c", _SELFSR_ARGUMENTS, str(plugin_source().parent)],
+        ["/usr/bin/python3", "-c", _ARGUMENTS, str(plugin_source().parent), algorithm, json.dumps(values)],
         env=env,
         capture_output=True,
         text=True,
@@ -271,19 +310,9 @@ def test_qgis_selfsr_passes_its_guides_to_the_command_line(tmp_path: Path) -> No
     )
     assert run.returncode == 0, run.stderr
     (args, options, outputs), order = json.loads(run.stdout.strip().splitlines()[-1])
-    assert args == [
-        "selfsr",
-        "in_20m.tif",
-        "out.tif",
-        "--guide",
-        "g_10m.tif",
-        "--guide",
-        "g_20m.tif",
-        "--minutes",
-        "0.5",
-    ]
+    assert args == expected
     assert order.index("GUIDE") < order.index("GUIDE_2") and outputs == ["out.tif"]
-    help_text = CliRunner().invoke(main, ["selfsr", "--help"]).output
+    help_text = CliRunner().invoke(main, [expected[0], "--help"]).output
     assert all(option in help_text for option in options)
 
 

@@ -213,6 +213,17 @@ def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
     alg.addParameter(
         _advanced(QgsProcessingParameterString("DEVICE", alg.tr("Device (cpu, cuda, cuda:N)"), optional=True))
     )
+    alg.addParameter(
+        _advanced(
+            _number(
+                "ADAPT",
+                alg.tr("Fine-tune the model on this raster first, for minutes (empty: no fine-tuning)"),
+                QgsProcessingParameterNumber.Double,
+                minimum=0.01,
+                optional=True,
+            )
+        )
+    )
 
 
 def _model_parameter(alg: AesrSciAlgorithm) -> QgsProcessingParameterFile:
@@ -254,7 +265,8 @@ class GuidedUpscaleAlgorithm(AesrSciAlgorithm):
         "grid (for example Sentinel-2 20 m bands guided by its 10 m bands): aesr-sci upscale --guide. "
         "The output lands on the guide's grid (its transform, CRS and size), with the input's band "
         "names, data type and nodata. A model with two guide files (the Sentinel-2 x6 model: 10 m "
-        "and 20 m bands) takes the coarser one as the second guide."
+        "and 20 m bands) takes the coarser one as the second guide. Advanced: fine-tune a copy of the "
+        "model on this raster and its guide for some minutes first (Wald's protocol, --adapt)."
     )
 
     def initAlgorithm(self, config=None):
