@@ -243,6 +243,7 @@ order = [d.name() for d in alg.parameterDefinitions() if d.name() in values]
 print(json.dumps([alg.arguments({name: values[name] for name in order}), order]))
 """
 _GUIDED = {"INPUT": "in_20m.tif", "OUTPUT": "out.tif", "GUIDE": "g_10m.tif", "GUIDE_2": "g_20m.tif"}
+_GUIDED_ARGS = ["in_20m.tif", "out.tif", "--guide", "g_10m.tif", "--guide", "g_20m.tif"]
 
 
 def _system_qgis_python() -> bool:
@@ -256,36 +257,11 @@ def _system_qgis_python() -> bool:
 @pytest.mark.parametrize(
     ("algorithm", "values", "expected"),
     [
-        (
-            "SelfsrAlgorithm",
-            {**_GUIDED, "MINUTES": "0.5"},
-            [
-                "selfsr",
-                "in_20m.tif",
-                "out.tif",
-                "--guide",
-                "g_10m.tif",
-                "--guide",
-                "g_20m.tif",
-                "--minutes",
-                "0.5",
-            ],
-        ),
+        ("SelfsrAlgorithm", {**_GUIDED, "MINUTES": "0.5"}, ["selfsr", *_GUIDED_ARGS, "--minutes", "0.5"]),
         (
             "GuidedUpscaleAlgorithm",
             {**_GUIDED, "MODEL": "m", "ADAPT": "10.0"},
-            [
-                "upscale",
-                "m",
-                "in_20m.tif",
-                "out.tif",
-                "--guide",
-                "g_10m.tif",
-                "--guide",
-                "g_20m.tif",
-                "--adapt",
-                "10.0",
-            ],
+            ["upscale", "m", *_GUIDED_ARGS, "--adapt", "10.0"],
         ),
     ],
 )
