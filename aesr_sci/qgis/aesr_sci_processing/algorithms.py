@@ -169,7 +169,6 @@ class AesrSciAlgorithm(QgsProcessingAlgorithm):
 
 def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
     """Parameters shared by the two upscale algorithms; each is an option of ``aesr-sci upscale``."""
-    integer = QgsProcessingParameterNumber.Integer
     alg.addParameter(
         QgsProcessingParameterBoolean("TTA", alg.tr("Average over flips and rotations (TTA)"), False)
     )
@@ -179,6 +178,13 @@ def _add_upscale_options(alg: AesrSciAlgorithm) -> None:
         )
     )
     alg.addParameter(QgsProcessingParameterBoolean("COG", alg.tr("Write a Cloud-Optimized GeoTIFF"), False))
+    _add_advanced_upscale_options(alg)
+
+
+def _add_advanced_upscale_options(alg: AesrSciAlgorithm) -> None:
+    """The advanced parameters of the two upscale algorithms: windows, precision, memory, device and
+    fine-tuning (``--patch-size`` ... ``--adapt``)."""
+    integer = QgsProcessingParameterNumber.Integer
     alg.addParameter(
         _advanced(
             _number(
