@@ -248,8 +248,10 @@ class UpscaleAlgorithm(AesrSciAlgorithm):
     HELP = (
         "Super-resolves a raster with a trained aesr-sci model (aesr-sci upscale). The output has the "
         "input's CRS and bounds, pixels smaller by the model's scale, the input's data type, band "
-        "names and nodata. Advanced: the sliding window's size in input pixels (not set: the model's; "
-        "0: the whole raster at once), overlap and batch, and the device (not set: CUDA when available)."
+        "names and nodata. Advanced: the window's size in input pixels (not set: the largest that fits "
+        "the memory budget; 0: the whole raster at once), precision, memory budget, streaming block, "
+        "the device (not set: CUDA when available), and minutes of fine-tuning a copy of the model on "
+        "this raster first (--adapt)."
     )
 
     def initAlgorithm(self, config=None):
