@@ -40,13 +40,20 @@ def _check_model(loaded: Any, plan: Any, name: str) -> None:
         )
 
 
-def _sharpened(loaded: Any, plan: Any, options: dict[str, Any]) -> tuple[Image, list[str]]:
-    """The plan's target file upscaled by its model with its guide files (finest first)."""
+def _sharpened(
+    loaded: Any, plan: Any, options: dict[str, Any], adapt: float | None, **inference: bool
+) -> tuple[Image, list[str]]:
+    """The plan's target file upscaled by its model with its guide files (finest first), the model
+    fine-tuned on them for ``adapt`` minutes first when given."""
     from .infer import upscale
+    from .selfsupervised import adapt as fine_tune
 
     target = plan.targets[0].path
     guides = list(dict.fromkeys(b.path for b in plan.guides))
-    return upscale(target, loaded, guide=guides, **options), [b.name for b in plan.targets]
+    if adapt is not None:
+        keep = ("device", "precision", "progress")
+        loaded = fine_tune(loaded, target, guide=guides, minutes=adapt, **{k: options[k] for k in keep})
+    return upscale(target, loaded, guide=guides, **options, **inference), [b.name for b in plan.targets]
 
 
 def sentinel2_stack(
@@ -60,6 +67,9 @@ def sentinel2_stack(
     device: str | None = None,
     precision: str = "auto",
     memory_budget: float | None = None,
+    adapt: float | None = None,
+    tta: bool = False,
+    consistency: bool = False,
     progress: bool = False,
 ) -> Path:
     """Write a Sentinel-2 product's bands as one 10 m GeoTIFF, in wavelength order.
@@ -75,7 +85,11 @@ def sentinel2_stack(
         The GeoTIFF to write (``cog``: a Cloud-Optimized GeoTIFF); never one of the inputs.
     model_x6
         A guided x6 model (``recipes/sentinel2_guided_x6.yaml``) for the 60 m bands.
-    device, precision, memory_budget, progress
+    adapt
+        Minutes to fine-tune a copy of each model on the product itself first
+        (:func:`aesr_sci.adapt` with its guides, Wald's protocol); the model folders are left as
+        they are.
+    device, precision, memory_budget, tta, consistency, progress
         As :func:`aesr_sci.infer.upscale`.
 
     Returns
@@ -121,7 +135,7 @@ def sentinel2_stack(
     options = {"device": device, "precision": precision, "memory_budget": memory_budget, "progress": progress}
     fine = read(next(b.path for b in bands if b.resolution == 10))
     parts = [(fine, [b.name for b in bands if b.resolution == 10])]
-    parts += [_sharpened(m, plan, options) for m, plan in loaded]
+    parts += [_sharpened(m, plan, options, adapt, tta=tta, consistency=consistency) for m, plan in loaded]
     write(_stack(parts, [b.name for b in bands]), output, overwrite=overwrite, cog=cog)
     return Path(output)
 

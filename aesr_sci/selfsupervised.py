@@ -76,6 +76,8 @@ def selfsr(
     lr: float | None = None,
     precision: str = "auto",
     device: str | None = None,
+    tta: bool = False,
+    consistency: bool = False,
     overwrite: bool = False,
     progress: bool = False,
     seed: int = 0,
@@ -115,6 +117,10 @@ def selfsr(
         8 and 5e-4.
     precision, device
         As for :func:`aesr_sci.infer.upscale`; training uses the same precision.
+    tta, consistency
+        The final inference as :func:`aesr_sci.infer.upscale` makes it (guided and isotropic inputs;
+        a thick-slice input is refused them, its planes are combined from two orientations already).
+        The budget keeps time for them.
     overwrite
         Replace a model in ``save_model``.
     progress
@@ -157,8 +163,9 @@ def selfsr(
     img = image if isinstance(image, Image) else read(image)
     torch.manual_seed(seed)
     pairs, loaded, geometry, guides = _prepare(img, guide, scale, thickness, source, network, seed)
+    passes = _inference_passes(loaded, img, geometry, source, tta=tta, consistency=consistency)
     dev = select_device(device)
-    reserve = _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
+    reserve = passes * _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = _training_minutes(minutes, time.perf_counter() - started, reserve, source)
     defaults = _GUIDED if guides else _TRAINING
     options = {"batch_size": batch_size or defaults["batch_size"], "lr": lr or defaults["lr"]}
@@ -166,7 +173,9 @@ def selfsr(
     if max_steps:
         options["steps"] = max_steps
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
-    out = upscale(img, loaded, guide=guides or None, precision=precision, device=dev)
+    out = upscale(
+        img, loaded, guide=guides or None, precision=precision, device=dev, tta=tta, consistency=consistency
+    )
     if save_model is not None:
         write_model(save_model, loaded.network, loaded.config)
     minutes_taken = (time.perf_counter() - started) / 60
@@ -202,6 +211,27 @@ def _prepare(
             img, geometry, source, network or "residual", seed, measure_width=measure
         )
     return pairs, loaded, geometry, []
+
+
+def _inference_passes(
+    loaded: LoadedModel,
+    img: Image,
+    geometry: SliceGeometry | None,
+    source: str,
+    *,
+    tta: bool,
+    consistency: bool,
+) -> int:
+    """How many network passes the final inference makes (the TTA transforms, or one), refusing
+    ``tta`` and ``consistency`` for a thick-slice input before any training, as ``upscale`` would after."""
+    from .infer import _tta_transforms
+
+    if (tta or consistency) and geometry is not None and geometry.axis is not None:
+        raise MismatchError(
+            f"{source}: a thick-slice input is super-resolved in both orientations already: leave out "
+            "--tta and --consistency"
+        )
+    return len(_tta_transforms(len(loaded.scale), loaded.scale, img.meta.spacing)) if tta else 1
 
 
 def _training_minutes(minutes: float, spent_s: float, reserve_s: float, source: str) -> float:

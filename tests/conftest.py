@@ -273,6 +273,13 @@ def save_guided_model_dir(
     return folder / "model"
 
 
+def folder_digest(folder: Path) -> dict[str, str]:
+    """The SHA-256 of each file directly in ``folder``, by name: a model folder left as it was."""
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
 def pair_source(
     paths: Sequence[Any],
     *,

@@ -412,6 +412,12 @@ def selfsr_thickness_not_a_number(tmp: Path) -> Case:
     return Case(args, ["--thickness", "positive number of mm or 'auto'"], usage=True)
 
 
+def selfsr_tta_on_a_thick_slice_input(tmp: Path) -> Case:
+    thick = write_nifti(tmp / "thick.nii.gz", (16, 16, 8), np.diag([1.0, 1.0, 4.0, 1.0]))
+    args = ["selfsr", str(thick), str(tmp / "thin.nii.gz"), "--minutes", "0.05", "--tta"]
+    return Case(args, ["thick.nii.gz", "both orientations", "leave out --tta and --consistency"])
+
+
 def adapt_a_guided_model_without_its_guide(tmp: Path) -> Case:
     model, target, _ = _guided(tmp)
     return Case(
@@ -474,6 +480,7 @@ GUIDE_ROWS: list[Callable[[Path], Case]] = [
     guide_with_several_inputs,
     evaluate_guides_do_not_pair,
     selfsr_thickness_not_a_number,
+    selfsr_tta_on_a_thick_slice_input,
     adapt_a_guided_model_without_its_guide,
     adapt_an_unguided_model_with_a_guide,
     selfsr_guide_in_another_crs,

@@ -348,6 +348,30 @@ def test_sentinel2_writes_every_band_at_10m_in_wavelength_order(tmp_path, make_g
     assert np.abs(block - twenty[0]).mean() < 0.05 * twenty[0].mean()
 
 
+def test_sentinel2_adapts_a_copy_of_the_model_and_keeps_its_20m_bands_consistent(tmp_path, make_geotiff):
+    """``sentinel2 --adapt --tta --consistency``: the model folder is left as it is, and each 20 m
+    band of the stack, degraded as the model's pairs were made, gives back the 20 m file."""
+    import torch
+    from conftest import folder_digest
+
+    from aesr_sci import io as aio
+    from aesr_sci.checkpoint import load_model
+
+    files = _product(tmp_path, make_geotiff)
+    x2 = _guided_model(tmp_path / "x2", 2, 6, S2[10])
+    before = folder_digest(x2)
+    out = tmp_path / "all.tif"
+    args = ["-q", "sentinel2", str(x2), str(files[10]), str(files[20]), str(out)]
+    result = CliRunner().invoke(main, [*args, "--adapt", "0.02", "--tta", "--consistency"])
+    assert result.exit_code == 0, result.output
+    assert folder_digest(x2) == before
+    stack = torch.from_numpy(aio.read(out).data[[3, 4, 5, 7, 8, 9]].astype(np.float64))[
+        None
+    ]  # B5-B8A, B11, B12
+    again = load_model(x2).degradation.apply(stack)[0].numpy()
+    np.testing.assert_allclose(again, aio.read(files[20]).data.astype(np.float64), atol=1.0)
+
+
 def test_sentinel2_refuses_a_60m_file_without_its_model(tmp_path, make_geotiff):
     files = _product(tmp_path, make_geotiff)
     x2 = _guided_model(tmp_path / "x2", 2, 6, S2[10])

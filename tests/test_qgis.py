@@ -259,6 +259,11 @@ def _system_qgis_python() -> bool:
     [
         ("SelfsrAlgorithm", {**_GUIDED, "MINUTES": "0.5"}, ["selfsr", *_GUIDED_ARGS, "--minutes", "0.5"]),
         (
+            "SelfsrAlgorithm",
+            {**_GUIDED, "TTA": "true", "CONSISTENCY": "true"},
+            ["selfsr", *_GUIDED_ARGS, "--tta", "--consistency"],
+        ),
+        (
             "GuidedUpscaleAlgorithm",
             {**_GUIDED, "MODEL": "m", "ADAPT": "10.0"},
             ["upscale", "m", *_GUIDED_ARGS, "--adapt", "10.0"],
@@ -268,8 +273,8 @@ def _system_qgis_python() -> bool:
 def test_qgis_algorithms_pass_guides_and_options_to_the_command_line(
     tmp_path: Path, algorithm: str, values: dict, expected: list
 ) -> None:
-    """GUIDE and GUIDE_2 become ``--guide`` twice, finest first; ADAPT is ``--adapt``; and the
-    command line has the options the algorithm passes."""
+    """GUIDE and GUIDE_2 become ``--guide`` twice, finest first; ADAPT is ``--adapt``, TTA and
+    CONSISTENCY are flags; and the command line has the options the algorithm passes."""
     env = {
         **os.environ,
         "QT_QPA_PLATFORM": "offscreen",

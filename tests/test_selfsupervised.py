@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from aesr_sci.nets import build_model
 from aesr_sci.selfsr import output_meta, slice_geometry
 from aesr_sci.spatial import Image, SpatialMeta
 from aesr_sci.training import fit
-from tests.conftest import oblique_affine, save_model_dir, write_geotiff, write_nifti
+from tests.conftest import folder_digest, oblique_affine, save_model_dir, write_geotiff, write_nifti
 
 
 def _tissues(shape, seed: int = 0) -> np.ndarray:
@@ -40,10 +39,6 @@ def _thick_nifti(path: Path, shape=(32, 32, 32), s: int = 4) -> Path:
     lo = Degradation("slice", (1, 1, s), {"fwhm": float(s), "profile": "box"})
     thick = lo.apply(torch.from_numpy(hr)[None, None])[0, 0].numpy()
     return write_nifti(path, thick.shape, oblique_affine((1.0, 1.0, float(s))), data=thick)
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 def _cli(*args: str):
@@ -70,11 +65,11 @@ def test_selfsr_writes_the_fov_grid_and_its_saved_model_upscales_other_scans_ali
     np.testing.assert_allclose(read(again).data, got.data, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(read(again).meta.affine, got.meta.affine)
     # upscale --adapt fine-tunes a copy: the model folder stays byte for byte as it was
-    before = _digest(model)
+    before = folder_digest(model)
     adapted = tmp_path / "adapted.nii.gz"
     result = _cli("upscale", str(model), str(thick), str(adapted), "--adapt", "0.01")
     assert result.exit_code == 0, result.output
-    assert _digest(model) == before and read(adapted).spatial_shape == (32, 32, 32)
+    assert folder_digest(model) == before and read(adapted).spatial_shape == (32, 32, 32)
     # a thick-slice model refuses an isotropic scan in one line
     iso = write_nifti(tmp_path / "iso.nii.gz", (32, 32, 32), oblique_affine((1.0, 1.0, 1.0)))
     result = _cli("upscale", str(model), str(iso), str(tmp_path / "no.nii.gz"))
@@ -113,12 +108,12 @@ def test_isotropic_images_learn_from_themselves_degraded_one_scale_further():
 def test_upscale_adapt_fine_tunes_a_copy_and_leaves_the_model_folder_alone(tmp_path):
     model = save_model_dir(tmp_path, spatial_dims=3)
     scan = write_nifti(tmp_path / "scan.nii.gz", (24, 24, 24), data=_tissues((24, 24, 24)))
-    before = _digest(model)
+    before = folder_digest(model)
     plain, adapted = tmp_path / "plain.nii.gz", tmp_path / "adapted.nii.gz"
     assert _cli("upscale", str(model), str(scan), str(plain)).exit_code == 0
     result = _cli("upscale", str(model), str(scan), str(adapted), "--adapt", "0.01")
     assert result.exit_code == 0, result.output
-    assert _digest(model) == before
+    assert folder_digest(model) == before
     a, b = read(plain), read(adapted)
     assert a.spatial_shape == b.spatial_shape and np.allclose(a.meta.affine, b.meta.affine)
     assert not np.allclose(a.data, b.data)  # the weights moved
@@ -235,6 +230,34 @@ def test_selfsr_guide_lands_on_the_guide_grid_beats_cubic_and_saves_a_guided_mod
     np.testing.assert_allclose(read(again).data[inner], np.round(got[inner]), atol=1.0)
 
 
+def test_selfsr_guide_with_consistency_gives_back_its_input_when_degraded(tmp_path, monkeypatch):
+    """``selfsr --guide --tta --consistency``: the output, degraded as the pairs were made, is the
+    input to the output's rounding (without --consistency it is not), and the provenance says so."""
+    from aesr_sci import selfsupervised
+    from aesr_sci.guide import wald_degrade
+
+    monkeypatch.setitem(selfsupervised._GUIDED, "features", 8)
+    monkeypatch.setitem(selfsupervised._GUIDED, "blocks", 1)
+    src, guide, _ = _guided_scene(tmp_path, n=32)
+    inner = (slice(None), slice(3, -3), slice(3, -3))  # away from the nodata border
+    lq = read(src).data.astype(np.float32)[inner]
+    errors = {}
+    for consistency in (False, True):
+        out = aesr_sci.selfsr(
+            str(src),
+            guide=str(guide),
+            minutes=30,
+            max_steps=3,
+            batch_size=4,
+            tta=True,
+            consistency=consistency,
+        )
+        assert out.meta.provenance["tta"] is True and out.meta.provenance["consistency"] is consistency
+        again = wald_degrade(Image(np.asarray(out.data, np.float32), out.meta), 2).data[inner]
+        errors[consistency] = float(np.abs(again - lq).max())
+    assert errors[True] <= 1.0 < errors[False], errors
+
+
 def test_upscale_adapt_fine_tunes_a_guided_model_on_the_scene_and_its_guide(tmp_path, monkeypatch):
     """``upscale --adapt --guide``: Wald's pairs of the input and its guide fine-tune a copy; the
     output lies on the guide's grid, the model folder is untouched, a guide at another scale refused."""
@@ -247,12 +270,12 @@ def test_upscale_adapt_fine_tunes_a_guided_model_on_the_scene_and_its_guide(tmp_
     src, guide, _ = _guided_scene(tmp_path, n=32)
     model = tmp_path / "model"
     aesr_sci.selfsr(str(src), guide=str(guide), minutes=30, max_steps=2, batch_size=4, save_model=model)
-    before = _digest(model)
+    before = folder_digest(model)
     plain, adapted = tmp_path / "plain.tif", tmp_path / "adapted.tif"
     assert _cli("upscale", str(model), str(src), str(plain), "--guide", str(guide)).exit_code == 0
     result = _cli("upscale", str(model), str(src), str(adapted), "--guide", str(guide), "--adapt", "0.01")
     assert result.exit_code == 0, result.output
-    assert _digest(model) == before
+    assert folder_digest(model) == before
     with rasterio.open(adapted) as o, rasterio.open(guide) as g:
         assert (o.transform, o.crs, o.shape) == (g.transform, g.crs, g.shape)
     assert not np.array_equal(read(plain).data, read(adapted).data)  # the weights moved

@@ -328,6 +328,16 @@ class SelfsrAlgorithm(AesrSciAlgorithm):
             _number("MINUTES", self.tr("Training budget in minutes"), double, None, 0.1, None, True)
         )
         self.addParameter(
+            QgsProcessingParameterBoolean(
+                "TTA", self.tr("Average over flips and rotations (TTA; not for thick-slice MRI)"), False
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                "CONSISTENCY", self.tr("Consistency: degrading the output gives back the input"), False
+            )
+        )
+        self.addParameter(
             _advanced(
                 QgsProcessingParameterString(
                     "DEVICE",
