@@ -14,6 +14,9 @@ With ``--adapt MODEL`` (a guided model trained on other scenes, e.g. ``sentinel2
 (:func:`aesr_sci.adapt` with the guide: Wald's pairs of the same degraded pair, so the
 fine-tuning never sees the reference either) for ``--minutes``, instead of selfsr from scratch.
 
+``--tta`` and ``--consistency`` are the final inference's options (``upscale``'s and ``selfsr``'s);
+``--variants`` scores the same trained model with each other combination of the two as well.
+
 The default scene is the DSen2 T49JGM crop (no georeferencing: the two files are matched by
 shape, as ``check_guide`` does), never seen by selfsr or the model's training in any other form.
 
@@ -21,6 +24,7 @@ Usage::
 
     python benchmarks/selfsr_guided.py --minutes 10 [--data ../shared/data/sat/sentinel2_T49JGM] [--out FILE]
     python benchmarks/selfsr_guided.py --minutes 10 --adapt runs/quality/sentinel2_guided_x2
+    python benchmarks/selfsr_guided.py --minutes 10 --adapt runs/quality/sentinel2_guided_x2 --tta --consistency --variants
     python benchmarks/selfsr_guided.py --minutes 0.2          # smoke test
 """
 
@@ -64,9 +68,20 @@ def held_out(folder: Path):
     )
 
 
-def run(folder: Path, minutes: float, progress: bool, model: Path | None = None) -> tuple[dict, float, int]:
+def run(
+    folder: Path,
+    minutes: float,
+    progress: bool,
+    model: Path | None = None,
+    variants: bool = False,
+    **inference: bool,
+) -> tuple[dict, float, int]:
     """The evaluation report of selfsr --guide (or of ``model`` before and after ``--adapt``) and
-    the baselines on the scene, the seconds and steps of the training."""
+    the baselines on the scene, the seconds and steps of the training; ``inference``: ``tta`` and
+    ``consistency`` for the final inference (the unadapted model is scored without them);
+    ``variants``: the same trained model scored with the other combinations of the two as well."""
+    import tempfile
+
     import aesr_sci
     from aesr_sci.evaluation import _best
     from aesr_sci.spatial import Image
@@ -75,31 +90,55 @@ def run(folder: Path, minutes: float, progress: bool, model: Path | None = None)
     # the degraded guide lies on the reference's grid: its metadata says so (as evaluate does)
     guide = Image(case.guide.data, case.meta.replace(band_names=case.guide.meta.band_names), case.guide.mask)
     baselines = {name: case.score(case.baseline(name)) for name in ("cubic", "hpf")}
-    t0 = time.perf_counter()
-    if model is None:
-        out = aesr_sci.selfsr(case.lq, guide=guide, minutes=minutes, progress=progress)
-        steps = int(out.meta.provenance.get("steps", 0))
-    else:
-        baselines["unadapted"] = case.score(
-            case.normalize(aesr_sci.upscale(case.lq, model, guide=guide).data)
-        )
+    with tempfile.TemporaryDirectory() as keep:
         t0 = time.perf_counter()
-        adapted = aesr_sci.adapt(str(model), case.lq, guide=guide, minutes=minutes, progress=progress)
-        out = aesr_sci.upscale(case.lq, adapted, guide=guide)
-        steps = int(adapted.config["adapted"]["steps"])
-    seconds = time.perf_counter() - t0
+        if model is None:
+            out = aesr_sci.selfsr(
+                case.lq, guide=guide, minutes=minutes, progress=progress, save_model=keep, **inference
+            )
+            steps, trained = int(out.meta.provenance.get("steps", 0)), keep
+        else:
+            baselines["unadapted"] = case.score(
+                case.normalize(aesr_sci.upscale(case.lq, model, guide=guide).data)
+            )
+            t0 = time.perf_counter()
+            trained = aesr_sci.adapt(str(model), case.lq, guide=guide, minutes=minutes, progress=progress)
+            out = aesr_sci.upscale(case.lq, trained, guide=guide, **inference)
+            steps = int(trained.config["adapted"]["steps"])
+        seconds = time.perf_counter() - t0
+        for tta, consistency in VARIANTS if variants else ():
+            if {"tta": tta, "consistency": consistency} != {"tta": False, "consistency": False} | inference:
+                y = aesr_sci.upscale(case.lq, trained, guide=guide, tta=tta, consistency=consistency)
+                baselines[_flags(tta, consistency) or "neither"] = case.score(case.normalize(y.data))
     entry = {"path": case.path, "model": case.score(case.normalize(out.data)), "baselines": baselines}
-    entry |= _best({**entry, "baselines": {k: v for k, v in baselines.items() if k != "unadapted"}})
+    classical = {k: v for k, v in baselines.items() if k in ("cubic", "hpf")}
+    entry |= _best({**entry, "baselines": classical})
     report = {"guided": True, "scale": [SCALE, SCALE], "files": [entry], "mean": entry}
     return report, seconds, steps
 
 
+VARIANTS = ((False, False), (True, False), (False, True), (True, True))  # (tta, consistency)
+
+
+def _flags(tta: bool, consistency: bool) -> str:
+    """The final inference's options as the command line writes them."""
+    return " ".join(f for f, on in (("--tta", tta), ("--consistency", consistency)) if on)
+
+
 def table(
-    report: dict, seconds: float, steps: int, minutes: float, bands: list[str], model: Path | None = None
+    report: dict,
+    seconds: float,
+    steps: int,
+    minutes: float,
+    bands: list[str],
+    model: Path | None = None,
+    flags: str = "",
 ) -> list[str]:
-    """The markdown table: each method overall and per band, then the time against the budget."""
+    """The markdown table: each method overall and per band, then the time against the budget;
+    ``flags``: the final inference's options, as the command line writes them."""
     entry = report["files"][0]
-    what = "`selfsr --guide`" if model is None else f"`upscale --adapt {minutes:g}` of {model}"
+    what = "`selfsr --guide" if model is None else f"`upscale --adapt {minutes:g}"
+    what = f"{what}{' ' + flags if flags else ''}`" + ("" if model is None else f" of {model}")
     lines = [
         f"{what} on {Path(entry['path']).name} (Wald's protocol: 40 m bands + 20 m guide -> 20 m)",
         "",
@@ -107,6 +146,11 @@ def table(
         "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in bands) + " |",
     ]
     methods = [("selfsr --guide" if model is None else "model + --adapt", entry["model"])]
+    methods += [
+        (f"the same, with {k}" if k != "neither" else "the same, neither option", v)
+        for k, v in entry["baselines"].items()
+        if k not in ("cubic", "hpf", "unadapted")
+    ]
     if model is not None:
         methods.append(("model (unadapted)", entry["baselines"]["unadapted"]))
     methods += [("bicubic", entry["baselines"]["cubic"]), ("HPF", entry["baselines"]["hpf"])]
@@ -140,15 +184,37 @@ def main() -> None:
         metavar="MODEL",
         help="score MODEL before and after upscale --adapt",
     )
+    parser.add_argument(
+        "--tta", action="store_true", help="final inference averaged over flips and rotations"
+    )
+    parser.add_argument(
+        "--consistency",
+        action="store_true",
+        help="final inference projected so that degrading it gives the input",
+    )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also score the same trained model with the other combinations of --tta and --consistency",
+    )
     args = parser.parse_args()
     if not (list(args.data.glob("*_20m.tif")) and list(args.data.glob("*_10m.tif"))):
         parser.error(f"{args.data}: no *_20m.tif and *_10m.tif pair: give --data")
     from aesr_sci.io import read_meta
 
-    report, seconds, steps = run(args.data, args.minutes, args.progress, args.adapt)
+    report, seconds, steps = run(
+        args.data,
+        args.minutes,
+        args.progress,
+        args.adapt,
+        args.variants,
+        tta=args.tta,
+        consistency=args.consistency,
+    )
     meta, _ = read_meta(str(next(args.data.glob("*_20m.tif"))))
     bands = [n or f"band {i + 1}" for i, n in enumerate(meta.band_names or [""] * 6)]
-    emit(table(report, seconds, steps, args.minutes, bands, args.adapt), args.out)
+    flags = _flags(args.tta, args.consistency)
+    emit(table(report, seconds, steps, args.minutes, bands, args.adapt, flags), args.out)
 
 
 if __name__ == "__main__":
