@@ -162,8 +162,10 @@ def selfsr(
         raise OutputExistsError(f"{save_model} holds a model already: give --overwrite or another folder")
     img = image if isinstance(image, Image) else read(image)
     torch.manual_seed(seed)
+    inference = {"tta": tta, "consistency": consistency}
+    _refuse_thick_inference_options(img, guide, scale, source, **inference)
     pairs, loaded, geometry, guides = _prepare(img, guide, scale, thickness, source, network, seed)
-    passes = _inference_passes(loaded, img, geometry, source, tta=tta, consistency=consistency)
+    passes = _inference_passes(loaded, img, tta=tta)
     dev = select_device(device)
     reserve = passes * _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = _training_minutes(minutes, time.perf_counter() - started, reserve, source)
@@ -173,9 +175,7 @@ def selfsr(
     if max_steps:
         options["steps"] = max_steps
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
-    out = upscale(
-        img, loaded, guide=guides or None, precision=precision, device=dev, tta=tta, consistency=consistency
-    )
+    out = upscale(img, loaded, guide=guides or None, precision=precision, device=dev, **inference)
     if save_model is not None:
         write_model(save_model, loaded.network, loaded.config)
     minutes_taken = (time.perf_counter() - started) / 60
@@ -213,24 +213,26 @@ def _prepare(
     return pairs, loaded, geometry, []
 
 
-def _inference_passes(
-    loaded: LoadedModel,
-    img: Image,
-    geometry: SliceGeometry | None,
-    source: str,
-    *,
-    tta: bool,
-    consistency: bool,
-) -> int:
-    """How many network passes the final inference makes (the TTA transforms, or one), refusing
-    ``tta`` and ``consistency`` for a thick-slice input before any training, as ``upscale`` would after."""
-    from .infer import _tta_transforms
-
-    if (tta or consistency) and geometry is not None and geometry.axis is not None:
+def _refuse_thick_inference_options(
+    img: Image, guide: Any, scale: int | None, source: str, *, tta: bool, consistency: bool
+) -> None:
+    """Refuse ``tta`` and ``consistency`` for a thick-slice input, before any work (``upscale`` would
+    refuse them after the training): its planes are combined from two orientations already."""
+    if (
+        (tta or consistency)
+        and guide is None
+        and slice_geometry(img.meta, scale=scale, name=source).axis is not None
+    ):
         raise MismatchError(
             f"{source}: a thick-slice input is super-resolved in both orientations already: leave out "
             "--tta and --consistency"
         )
+
+
+def _inference_passes(loaded: LoadedModel, img: Image, *, tta: bool) -> int:
+    """How many network passes the final inference makes: the TTA transforms, or one."""
+    from .infer import _tta_transforms
+
     return len(_tta_transforms(len(loaded.scale), loaded.scale, img.meta.spacing)) if tta else 1
 
 
