@@ -164,6 +164,15 @@ _device_option = click.option(
     callback=_check_device,
     help="cpu, cuda or cuda:N (default: CUDA when available).",
 )
+
+
+def _adapt_option(help: str) -> Callable[[F], F]:
+    """``--adapt MINUTES``: fine-tune a copy of the model on the input first (``help`` says on what)."""
+    return click.option(
+        "--adapt", type=click.FloatRange(0, min_open=True), default=None, metavar="MINUTES", help=help
+    )
+
+
 _tta_option = click.option("--tta", is_flag=True, help="Average over flips and in-plane rotations.")
 _consistency_option = click.option(
     "--consistency", is_flag=True, help="Project the output so that degrading it reproduces the input."
@@ -364,13 +373,9 @@ def train(
 @main.command(short_help="Super-resolve NIfTI or GeoTIFF files with a trained model.")
 @click.argument("model", type=click.Path(path_type=str))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option(
-    "--adapt",
-    type=click.FloatRange(0, min_open=True),
-    default=None,
-    metavar="MINUTES",
-    help="Fine-tune a copy of MODEL on the input (degraded one scale further; with --guide, the input "
-    "and its guide by Wald's protocol) for MINUTES first; one INPUT.",
+@_adapt_option(
+    "Fine-tune a copy of MODEL on the input (degraded one scale further; with --guide, the input "
+    "and its guide by Wald's protocol) for MINUTES first; one INPUT."
 )
 @click.option(
     "--patch-size",
@@ -509,13 +514,7 @@ def _check_upscale_paths(
 @click.option(
     "--memory-budget", callback=_parse_bytes, default=None, help="Memory the windows may use, e.g. 2G."
 )
-@click.option(
-    "--adapt",
-    type=click.FloatRange(0, min_open=True),
-    default=None,
-    metavar="MINUTES",
-    help="Fine-tune a copy of each model on the product itself (Wald's protocol) for MINUTES first.",
-)
+@_adapt_option("Fine-tune a copy of each model on the product itself (Wald's protocol) for MINUTES first.")
 @_tta_option
 @_consistency_option
 @click.option("--cog", is_flag=True, help="Write a Cloud-Optimized GeoTIFF with overviews.")

@@ -489,6 +489,22 @@ def _tta_transforms(
     return [(flips, k, plane) for flips, k in itertools.product(flip_sets, rotations)]
 
 
+def tta_passes(scale: Sequence[int], spacing: Sequence[float]) -> int:
+    """How many network passes ``tta`` makes for a network of this ``scale`` on this voxel ``spacing``."""
+    return len(_tta_transforms(len(scale), scale, spacing))
+
+
+def refuse_thick_slice_options(source: str, *, tta: bool, consistency: bool) -> None:
+    """Raise :class:`MismatchError` for ``tta`` or ``consistency`` with thick-slice super-resolution
+    (``aesr-sci selfsr`` and its models): its planes are combined from two orientations already, and
+    neither option moved a tuning volume by more than 0.05 dB (docs/benchmarks.md)."""
+    if tta or consistency:
+        raise MismatchError(
+            f"{source}: thick-slice super-resolution runs in both orientations already: leave out "
+            "--tta and --consistency"
+        )
+
+
 def _apply_tta(
     run: Any, x: torch.Tensor | Sequence[torch.Tensor], scale: Sequence[int], spacing: Sequence[float]
 ) -> torch.Tensor:
@@ -581,11 +597,7 @@ def _upscale_thick(
     from .data.normalize import Normalizer, fit_statistics
     from .selfsr import combine_orientations, output_meta
 
-    if tta or consistency:
-        raise MismatchError(
-            f"{loaded.path}: a thick-slice model of aesr-sci selfsr is applied in both orientations "
-            "already: leave out --tta and --consistency"
-        )
+    refuse_thick_slice_options(str(loaded.path), tta=tta, consistency=consistency)
     geometry = _thick_geometry(loaded, img, source)
     network = loaded.network.to(device).eval()
     normalizer = Normalizer.from_dict(loaded.normalization)

@@ -42,7 +42,7 @@ from .checkpoint import save_model as write_model
 from .data.degrade import Degradation
 from .data.normalize import FOREGROUND_THRESHOLD, Normalizer
 from .errors import DataError, MismatchError, OutputExistsError, ParameterError
-from .infer import predict, select_device, upscale
+from .infer import predict, refuse_thick_slice_options, select_device, tta_passes, upscale
 from .selfsr import InPlanePairs, SliceGeometry, SliceProfile, estimate_profile, slice_geometry
 from .spatial import Image
 from .training import fit
@@ -162,11 +162,11 @@ def selfsr(
         raise OutputExistsError(f"{save_model} holds a model already: give --overwrite or another folder")
     img = image if isinstance(image, Image) else read(image)
     torch.manual_seed(seed)
-    inference = {"tta": tta, "consistency": consistency}
-    _refuse_thick_inference_options(img, guide, scale, source, **inference)
+    if (tta or consistency) and _is_thick_slice(img, guide, scale, source):  # before the profile's fit
+        refuse_thick_slice_options(source, tta=tta, consistency=consistency)
     pairs, loaded, geometry, guides = _prepare(img, guide, scale, thickness, source, network, seed)
-    passes = _inference_passes(loaded, img, tta=tta)
     dev = select_device(device)
+    passes = tta_passes(loaded.scale, img.meta.spacing) if tta else 1
     reserve = passes * _inference_seconds(loaded, img, geometry, dev, precision) + _SPARE_S
     train_minutes = _training_minutes(minutes, time.perf_counter() - started, reserve, source)
     defaults = _GUIDED if guides else _TRAINING
@@ -175,10 +175,22 @@ def selfsr(
     if max_steps:
         options["steps"] = max_steps
     steps = _train(loaded, pairs, "training", {}, minutes=max(train_minutes, 1e-3), device=dev, **options)
-    out = upscale(img, loaded, guide=guides or None, precision=precision, device=dev, **inference)
+    inference = {"precision": precision, "device": dev, "tta": tta, "consistency": consistency}
+    out = upscale(img, loaded, guide=guides or None, **inference)
     if save_model is not None:
         write_model(save_model, loaded.network, loaded.config)
-    minutes_taken = (time.perf_counter() - started) / 60
+    return _with_provenance(out, loaded, steps, (time.perf_counter() - started) / 60, minutes)
+
+
+def _is_thick_slice(img: Image, guide: Any, scale: int | None, source: str) -> bool:
+    """Whether ``selfsr`` treats ``img`` as a thick-slice volume (no guide, one thick axis)."""
+    return guide is None and slice_geometry(img.meta, scale=scale, name=source).axis is not None
+
+
+def _with_provenance(
+    out: Image, loaded: LoadedModel, steps: int, minutes_taken: float, minutes: float
+) -> Image:
+    """``out`` with selfsr's provenance: steps, minutes taken and (thick slices) the slice profile."""
     log.info("selfsr: %d steps, %.2f of %.2f min", steps, minutes_taken, minutes)
     thick = loaded.config.get("selfsr") or {}
     meta = out.meta.with_provenance(
@@ -211,29 +223,6 @@ def _prepare(
             img, geometry, source, network or "residual", seed, measure_width=measure
         )
     return pairs, loaded, geometry, []
-
-
-def _refuse_thick_inference_options(
-    img: Image, guide: Any, scale: int | None, source: str, *, tta: bool, consistency: bool
-) -> None:
-    """Refuse ``tta`` and ``consistency`` for a thick-slice input, before any work (``upscale`` would
-    refuse them after the training): its planes are combined from two orientations already."""
-    if (
-        (tta or consistency)
-        and guide is None
-        and slice_geometry(img.meta, scale=scale, name=source).axis is not None
-    ):
-        raise MismatchError(
-            f"{source}: a thick-slice input is super-resolved in both orientations already: leave out "
-            "--tta and --consistency"
-        )
-
-
-def _inference_passes(loaded: LoadedModel, img: Image, *, tta: bool) -> int:
-    """How many network passes the final inference makes: the TTA transforms, or one."""
-    from .infer import _tta_transforms
-
-    return len(_tta_transforms(len(loaded.scale), loaded.scale, img.meta.spacing)) if tta else 1
 
 
 def _training_minutes(minutes: float, spent_s: float, reserve_s: float, source: str) -> float:

@@ -106,8 +106,9 @@ def run(
             out = aesr_sci.upscale(case.lq, trained, guide=guide, **inference)
             steps = int(trained.config["adapted"]["steps"])
         seconds = time.perf_counter() - t0
+        chosen = (inference.get("tta", False), inference.get("consistency", False))
         for tta, consistency in VARIANTS if variants else ():
-            if {"tta": tta, "consistency": consistency} != {"tta": False, "consistency": False} | inference:
+            if (tta, consistency) != chosen:
                 y = aesr_sci.upscale(case.lq, trained, guide=guide, tta=tta, consistency=consistency)
                 baselines[_flags(tta, consistency) or "neither"] = case.score(case.normalize(y.data))
     entry = {"path": case.path, "model": case.score(case.normalize(out.data)), "baselines": baselines}
