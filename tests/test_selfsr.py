@@ -264,3 +264,34 @@ def test_nodata_is_left_out_of_the_profile_fit_and_the_loss(field):
     assert partial, "no patch touched the nodata border"
     for it in partial:
         assert torch.all(it["gt"][it["mask"].expand_as(it["gt"]) == 0] == 0)
+
+
+def test_the_benchmark_oracle_trains_on_the_pairs_it_is_scored_on():
+    """benchmarks/selfsr.py --oracle: the thick volume's planes are its inputs, the truth's its
+    targets, in both orientations, each input the box mean of its target's slices."""
+    import importlib.util
+    from pathlib import Path
+
+    from aesr_sci.data.degrade import degrade
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "selfsr.py"
+    spec = importlib.util.spec_from_file_location("benchmark_selfsr", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(3)
+    truth = Image(
+        (100 + 50 * rng.random((1, 24, 20, 32))).astype(np.float32), SpatialMeta(np.diag([1.0, 1, 1, 1]))
+    )
+    thick = degrade(truth, scale=[1, 1, 4], method="slice", fwhm=4.0, profile="box")
+    geometry = slice_geometry(thick.meta)
+    pairs = bench.TruthPairs(thick, truth, geometry, SliceProfile("box", 4.0, 4), patch=16, samples=40)
+    # the planes across the thick axis (32 thin voxels), one stack along each in-plane axis
+    assert [p.shape for p in pairs.hr] == [(24, 1, 32, 20), (20, 1, 32, 24)]
+    orientations = set()
+    for i in range(len(pairs)):
+        item = pairs[i]
+        lq, gt = item["lq"].numpy(), item["gt"].numpy()
+        assert lq.shape == (1, 4, 16) and gt.shape == (1, 16, 16)
+        np.testing.assert_allclose(lq, gt.reshape(1, 4, 4, 16).mean(2), atol=1e-5)
+        orientations.add(int(item["location"][0]))
+    assert orientations == {0, 1}
