@@ -198,7 +198,24 @@ def test_runner_turns_the_one_line_error_into_the_exception(tmp_path: Path) -> N
         runner.run(crash, [], Feedback())
 
 
-def test_cancel_interrupts_the_command_and_removes_partial_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_cancel_interrupts_the_command_and_removes_partial_output(tmp_path: Path, sigint: str) -> None:
+    """Canceled within seconds, also when the command inherits an ignored SIGINT (QGIS started by
+    ``nohup`` or in the background of a script): it is terminated then."""
+    import signal
+
+    if sigint == "ignored" and not Path("/proc/self/status").is_file():
+        pytest.skip("reading a process's ignored signals needs Linux's /proc")
+    previous = signal.signal(
+        signal.SIGINT, signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler
+    )
+    try:
+        _cancel_and_check(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _cancel_and_check(tmp_path: Path) -> None:
     out = tmp_path / "out.tif"
     exe = _fake_command(
         tmp_path,

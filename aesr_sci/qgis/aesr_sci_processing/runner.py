@@ -104,10 +104,26 @@ def _pump(stream, sink: queue.Queue) -> None:
     sink.put(None)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Interrupt the command so that it removes its temporary files; kill it if it lingers."""
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (Linux's ``/proc/PID/status``; False where unknown).
+
+    A command started from a process that ignores SIGINT (QGIS launched in the background by a
+    non-interactive shell, ``nohup``) inherits that: it would never see the interrupt.
+    """
     try:
-        if os.name == "posix":
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Interrupt the command so that it removes its temporary files (terminate it if it ignores
+    the interrupt: :func:`run` removes them then); kill it if it lingers."""
+    try:
+        if os.name == "posix" and not _ignores_sigint(proc.pid):
             proc.send_signal(signal.SIGINT)
         else:
             proc.terminate()
