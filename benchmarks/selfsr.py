@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -48,62 +47,30 @@ def _cubic(thick: np.ndarray, zoom: tuple[int, ...]) -> np.ndarray:
     return ndimage.zoom(thick, zoom, order=3, mode="reflect", grid_mode=True)
 
 
-class TruthPairs:
-    """The oracle's pairs: patches of the planes across the thick axis, the thick volume's as inputs
-    and the truth's as targets, half from each orientation, normalised as ``selfsr`` normalises
-    (the statistics of :class:`aesr_sci.selfsr.InPlanePairs` on the thick volume); the item format of
-    :class:`~aesr_sci.selfsr.InPlanePairs`, drawn the same way (seeded per epoch and item, patches in
-    the foreground, starts on multiples of the scale, random flips)."""
+def truth_pairs(thick, truth, geometry, profile, patch: int = 48, samples: int = 1000):
+    """The oracle's pairs: :class:`aesr_sci.selfsr.InPlanePairs` of the thick volume (its
+    normalisation statistics, its sampling: seeded per epoch and item, patches in the foreground,
+    starts on multiples of the scale, random flips) with its planes swapped for those across the
+    thick axis, the thick volume's as inputs and the truth's as targets, one stack along each
+    in-plane axis (``location[-1]`` names the in-plane axis of the item's stack)."""
+    from aesr_sci.selfsr import InPlanePairs
 
-    def __init__(self, thick, truth, geometry, profile, patch: int = 48, samples: int = 1000) -> None:
-        from aesr_sci.selfsr import InPlanePairs
-
-        own = InPlanePairs(thick, geometry, profile, patch_size=patch, samples_per_epoch=samples)
-        self.normalizer, self.stats, self.epoch = own.normalizer, own.stats, 0
-        self.scale, self.patch, self.samples = geometry.scale, own.patch_size, samples
-        axis = 1 + geometry.axis
-        hr = np.moveaxis(np.asarray(truth.data, np.float32), axis, 1)  # (C, thick axis, A, B)
-        lq = np.moveaxis(np.asarray(thick.data, np.float32), axis, 1)
-        fg = foreground(hr[0])
-        # per orientation: planes (N, C, thick axis, other in-plane axis)
-        self.hr = [np.ascontiguousarray(np.moveaxis(hr, k, 0)) for k in (2, 3)]
-        self.lq = [np.ascontiguousarray(np.moveaxis(lq, k, 0)) for k in (2, 3)]
-        self.fg = [np.moveaxis(fg, k - 1, 0) for k in (2, 3)]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.samples
-
-    def __getitem__(self, index: int) -> dict:
-        import torch
-
-        rng = np.random.default_rng([0, self.epoch, int(index)])
-        d, (p, q), s = int(rng.integers(2)), self.patch, self.scale
-        n, _, rows, cols = self.hr[d].shape
-        best = (-1.0, 0, 0, 0)
-        for _ in range(10):
-            t, a, b = (
-                int(rng.integers(n)),
-                s * int(rng.integers((rows - p) // s + 1)),
-                int(rng.integers(cols - q + 1)),
-            )
-            best = max(best, (float(self.fg[d][t, a : a + p, b : b + q].mean()), t, a, b))
-            if best[0] >= 0.5:
-                break
-        _, t, a, b = best
-        gt = self.normalizer.apply(self.hr[d][t, :, a : a + p, b : b + q], self.stats)
-        lq = self.normalizer.apply(self.lq[d][t, :, a // s : (a + p) // s, b : b + q], self.stats)
-        flips = tuple(1 + k for k in range(2) if rng.integers(2))
-        gt, lq = (torch.from_numpy(np.ascontiguousarray(np.flip(x, flips), np.float32)) for x in (gt, lq))
-        location = torch.tensor([d, t, a, b], dtype=torch.int64)  # orientation, plane, starts
-        return {"lq": lq, "gt": gt, "mask": torch.ones(1, p, q), "location": location}
+    pairs = InPlanePairs(thick, geometry, profile, patch_size=patch, samples_per_epoch=samples)
+    axis = 1 + geometry.axis
+    hr = np.moveaxis(np.asarray(truth.data, np.float32), axis, 1)  # (C, thick axis, A, B)
+    lq = np.moveaxis(np.asarray(thick.data, np.float32), axis, 1)
+    fg = foreground(hr[0])
+    # per in-plane axis: planes (N, C, thick axis, the other in-plane axis), their foreground
+    pairs._hr = [np.ascontiguousarray(np.moveaxis(hr, k, 0)) for k in (2, 3)]
+    pairs._lq = [np.ascontiguousarray(np.moveaxis(lq, k, 0)) for k in (2, 3)]
+    pairs._good = [np.moveaxis(fg, k - 1, 0) for k in (2, 3)]
+    pairs._valid = [np.ones_like(g) for g in pairs._good]
+    return pairs
 
 
 def oracle(thick, truth, model_dir: Path, steps: int) -> np.ndarray:
     """The ceiling: ``selfsr``'s network (from its saved ``model.json``) trained afresh for ``steps``
-    steps on :class:`TruthPairs`, then applied to the thick volume as ``selfsr`` applies it."""
+    steps on :func:`truth_pairs`, then applied to the thick volume as ``selfsr`` applies it."""
     import torch
 
     from aesr_sci.checkpoint import LoadedModel, load_model
@@ -114,14 +81,21 @@ def oracle(thick, truth, model_dir: Path, steps: int) -> np.ndarray:
 
     saved = load_model(model_dir)
     profile = SliceProfile.from_dict(saved.config["selfsr"]["profile"])
-    pairs = TruthPairs(thick, truth, slice_geometry(thick.meta), profile)
+    pairs = truth_pairs(thick, truth, slice_geometry(thick.meta), profile)
     torch.manual_seed(0)
     result = fit(model_from_config(saved.config["network"]), pairs, minutes=None, steps=steps)
     return upscale(thick, LoadedModel(result.network, saved.config, model_dir)).data[0]
 
 
 def run(thick_path: Path, minutes: float, supervised: Path | None, with_oracle: bool = False) -> str:
-    """One row of the table: cubic, selfsr (and the supervised model) against the truth."""
+    """One row of the table: cubic, selfsr (the supervised model, the oracle) against the truth."""
+    if not with_oracle:
+        return _row(thick_path, minutes, supervised, None)
+    with tempfile.TemporaryDirectory(prefix="selfsr_model_") as folder:  # selfsr's model, for the oracle
+        return _row(thick_path, minutes, supervised, Path(folder))
+
+
+def _row(thick_path: Path, minutes: float, supervised: Path | None, model_dir: Path | None) -> str:
     import aesr_sci
     from aesr_sci import io
     from aesr_sci.errors import AesrError
@@ -134,9 +108,8 @@ def run(thick_path: Path, minutes: float, supervised: Path | None, with_oracle: 
     mask = foreground(reference)
     geometry = slice_geometry(thick.meta)
     cubic = psnr(reference, _cubic(np.asarray(thick.data[0], np.float32), geometry.zoom), mask=mask)
-    model_dir = Path(tempfile.mkdtemp(prefix="selfsr_model_"))
     t0 = time.perf_counter()
-    out = aesr_sci.selfsr(thick, minutes=minutes, save_model=model_dir, overwrite=True)
+    out = aesr_sci.selfsr(thick, minutes=minutes, save_model=model_dir)
     seconds = time.perf_counter() - t0
     if out.spatial_shape != reference.shape:
         raise SystemExit(f"{thick_path}: selfsr wrote {out.spatial_shape}, the truth is {reference.shape}")
@@ -159,10 +132,9 @@ def run(thick_path: Path, minutes: float, supervised: Path | None, with_oracle: 
             cells.append(f"{sup:.2f} ({sup - cubic:+.2f})")
         except AesrError as exc:  # e.g. a thick axis the supervised model does not take
             cells.append(f"n/a ({exc})")
-    if with_oracle:
+    if model_dir is not None:
         ceiling = psnr(reference, oracle(thick, truth, model_dir, int(provenance["steps"])), mask=mask)
         cells.append(f"{ceiling:.2f} ({ceiling - cubic:+.2f})")
-    shutil.rmtree(model_dir, ignore_errors=True)
     return "| " + " | ".join(cells) + " |"
 
 

@@ -284,14 +284,14 @@ def test_the_benchmark_oracle_trains_on_the_pairs_it_is_scored_on():
     )
     thick = degrade(truth, scale=[1, 1, 4], method="slice", fwhm=4.0, profile="box")
     geometry = slice_geometry(thick.meta)
-    pairs = bench.TruthPairs(thick, truth, geometry, SliceProfile("box", 4.0, 4), patch=16, samples=40)
+    pairs = bench.truth_pairs(thick, truth, geometry, SliceProfile("box", 4.0, 4), patch=16, samples=40)
     # the planes across the thick axis (32 thin voxels), one stack along each in-plane axis
-    assert [p.shape for p in pairs.hr] == [(24, 1, 32, 20), (20, 1, 32, 24)]
+    assert [p.shape for p in pairs._hr] == [(24, 1, 32, 20), (20, 1, 32, 24)]
     orientations = set()
     for i in range(len(pairs)):
         item = pairs[i]
         lq, gt = item["lq"].numpy(), item["gt"].numpy()
         assert lq.shape == (1, 4, 16) and gt.shape == (1, 16, 16)
         np.testing.assert_allclose(lq, gt.reshape(1, 4, 4, 16).mean(2), atol=1e-5)
-        orientations.add(int(item["location"][0]))
+        orientations.add(int(item["location"][-1]))
     assert orientations == {0, 1}
